@@ -1,0 +1,164 @@
+/*
+ * flashstate — exact segmented attention with carried softmax state.
+ *
+ * The C API. SPEC.md (the contract) fixes the names of section 6; everything else here is ours and may still
+ * grow before 1.0 — in particular fst_attn_params gains fields: always start from fst_attn_default_params().
+ *
+ * Conventions: tensors are ggml-style views (type, ne[4], nb[4] in bytes, data owned by the caller).
+ * Every function validates all of its arguments before it writes anything; on failure it returns a status
+ * other than FST_OK, leaves every output byte untouched, and fst_last_error() describes the problem
+ * (naming the tensor, the dimension, the expected and the actual value).
+ * Thread safety: every function may be called from any number of threads at once, provided that no two calls
+ * write the same state/out memory. fst_last_error() is per thread.
+ */
+#ifndef FLASHSTATE_FLASHSTATE_H
+#define FLASHSTATE_FLASHSTATE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define FLASHSTATE_VERSION_MAJOR 0
+#define FLASHSTATE_VERSION_MINOR 1
+#define FLASHSTATE_VERSION_PATCH 0
+#define FLASHSTATE_VERSION_STRING "0.1.0"
+
+#if defined(_WIN32) && defined(FLASHSTATE_SHARED)
+#  if defined(FLASHSTATE_BUILDING)
+#    define FST_API __declspec(dllexport)
+#  else
+#    define FST_API __declspec(dllimport)
+#  endif
+#elif defined(__GNUC__)
+#  define FST_API __attribute__((visibility("default")))
+#else
+#  define FST_API
+#endif
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef enum fst_status {
+    FST_OK = 0,
+    FST_ERR_INVALID_ARGUMENT,
+    FST_ERR_UNSUPPORTED,
+    FST_ERR_OUT_OF_MEMORY,
+    FST_ERR_IO,
+    FST_ERR_CORRUPT,
+    FST_ERR_DISTRIBUTED
+} fst_status;
+
+/* Same numeric values as ggml_type, so a ggml tensor's type field converts by cast. */
+typedef enum fst_type {
+    FST_TYPE_F32 = 0,
+    FST_TYPE_F16 = 1,
+    FST_TYPE_Q4_0 = 2,
+    FST_TYPE_Q8_0 = 8,
+    FST_TYPE_I32 = 26, /* positions only (fst_attn_params.q_pos / kv_pos) */
+    FST_TYPE_BF16 = 30
+} fst_type;
+
+typedef struct fst_tensor {
+    fst_type type;
+    int64_t ne[4]; /* extents, ne[0] innermost */
+    size_t nb[4];  /* byte strides; nb[0] = element size, or block size for Q8_0 (34) / Q4_0 (18) */
+    void *data;
+} fst_tensor;
+
+/* Which kernel family runs. AUTO picks the best this CPU has; a named level is an upper bound (a CPU without it
+ * runs the best level below). The environment variable FLASHSTATE_ISA=portable|avx2|avx512 lowers AUTO. */
+typedef enum fst_isa { FST_ISA_AUTO = 0, FST_ISA_PORTABLE = 1, FST_ISA_AVX2 = 2, FST_ISA_AVX512 = 3 } fst_isa;
+
+/* FST_PRECISION_EXACT: F32 logits, max, sum and accumulator; K/V converted exactly as stored (SPEC section 4). */
+typedef enum fst_precision { FST_PRECISION_EXACT = 0 } fst_precision;
+
+/* Masks that are never materialized (SPEC section 3), defined by token positions. */
+typedef enum fst_virtual_mask {
+    FST_MASK_NONE = 0,
+    FST_MASK_CAUSAL = 1,          /* hide key j when pos_k(j) > pos_q(r) */
+    FST_MASK_SLIDING_WINDOW = 2   /* causal, and also hide key j when pos_q(r) - pos_k(j) >= window */
+} fst_virtual_mask;
+
+typedef struct fst_attn_params {
+    float scale, max_bias, softcap; /* as ggml_flash_attn_ext; softcap 0 = off, max_bias 0 = no ALiBi */
+
+    /* Virtual mask. Positions: query row r has position q_pos0 + r, key j of this segment kv_pos0 + j,
+     * unless an explicit I32 position tensor is given:
+     *   q_pos  [n_q, m]  with n_seq % m == 0; sequence s reads column s % m
+     *   kv_pos [n_kv, m] with n_seq % m == 0; sequence s reads column s % m
+     * Combines with a mask tensor (both apply). */
+    fst_virtual_mask virtual_mask;
+    int64_t window;                /* FST_MASK_SLIDING_WINDOW only; >= 1 */
+    int64_t q_pos0, kv_pos0;
+    const fst_tensor *q_pos;       /* nullable */
+    const fst_tensor *kv_pos;      /* nullable */
+
+    int32_t n_threads;             /* 0 = every hardware thread */
+    fst_isa isa;
+    fst_precision precision;
+} fst_attn_params;
+
+/* scale 1, max_bias 0, softcap 0, no virtual mask, every hardware thread, the best ISA, exact precision. */
+FST_API fst_attn_params fst_attn_default_params(void);
+
+/* The empty state: M = -inf, S = 0 in state [2, n_head, n_q, n_seq]; O = 0 in out [DV, n_head, n_q, n_seq]. */
+FST_API fst_status fst_state_init(fst_tensor *state, fst_tensor *out);
+
+/* (state, out) ⊕= attention of q over this KV segment (and the sinks, when given, exactly once).
+ *   q     [D, n_q, n_head, n_seq]          F32, F16, BF16
+ *   k     [D, n_kv, n_head_kv, n_seq_kv]   F32, F16, BF16, Q8_0, Q4_0
+ *   v     [DV, n_kv, n_head_kv, n_seq_kv]  same types, independently of k
+ *   mask  [n_kv, >= n_q, m2, m3]           F16, F32; n_head % m2 == 0, n_seq % m3 == 0 (nullable)
+ *   sinks [n_head]                         F32 (nullable)
+ *   state [2, n_head, n_q, n_seq] F32; out [DV, n_head, n_q, n_seq] F32. */
+FST_API fst_status fst_attn_with_state(const fst_attn_params *p, const fst_tensor *q, const fst_tensor *k,
+                                       const fst_tensor *v, const fst_tensor *mask, const fst_tensor *sinks,
+                                       fst_tensor *state, fst_tensor *out);
+
+/* (state, out) ⊕= (other_state, other_out). Shapes must match; the two pairs must not overlap. */
+FST_API fst_status fst_state_merge(fst_tensor *state, fst_tensor *out, const fst_tensor *other_state,
+                                   const fst_tensor *other_out);
+
+/* Merge one virtual key per head with logit sinks[h] and value zero. Call once per result. */
+FST_API fst_status fst_state_add_sinks(const fst_tensor *sinks, fst_tensor *state, fst_tensor *out);
+
+/* LSE = (M + ln S) / ln(base), -inf for the empty state. base is 2 or e (2.718281828f, tolerance 1e-6).
+ * lse: F32 [n_head, n_q, n_seq]. */
+FST_API fst_status fst_state_export_lse(const fst_tensor *state, float base, fst_tensor *lse);
+
+/* state := (M = lse * ln(base), S = 1); out already holds the partner's normalized O. Rows whose LSE is -inf,
+ * +inf or NaN import as the empty state, and their out rows are zeroed. */
+FST_API fst_status fst_state_import_lse(const fst_tensor *lse, float base, fst_tensor *state, fst_tensor *out);
+
+/* Message for the calling thread's last failed call ("" if none). Valid until that thread's next call. */
+FST_API const char *fst_last_error(void);
+
+/* ---- Beyond SPEC section 6 ---- */
+
+FST_API const char *fst_version(void);           /* "MAJOR.MINOR.PATCH" of the library actually loaded */
+FST_API const char *fst_status_name(fst_status); /* "FST_OK", "FST_ERR_INVALID_ARGUMENT", ... */
+FST_API const char *fst_type_name(fst_type);     /* "f32", "f16", "q4_0", "q8_0", "i32", "bf16"; NULL if unknown */
+FST_API int64_t fst_type_block_size(fst_type);   /* elements per block: 32 for Q8_0/Q4_0, 1 otherwise; 0 if unknown */
+FST_API size_t fst_type_size(fst_type);          /* bytes per block: 34, 18, 4, 2; 0 if unknown */
+
+/* A contiguous view of `data` with the given extents (unused trailing extents 1). ne[0] must be a multiple of
+ * the block size. */
+FST_API fst_tensor fst_tensor_contiguous(fst_type type, int64_t ne0, int64_t ne1, int64_t ne2, int64_t ne3,
+                                         void *data);
+/* Bytes spanned by a view (0 when any extent is 0). Does not validate: use on well-formed views. */
+FST_API size_t fst_tensor_nbytes(const fst_tensor *t);
+
+/* Convert n floats to type (F32, F16, BF16 round to nearest even; Q8_0 / Q4_0 with ggml's reference quantizer,
+ * bit for bit; n a multiple of 32 for those) and back (exact). */
+FST_API fst_status fst_quantize_row(fst_type type, const float *src, void *dst, int64_t n);
+FST_API fst_status fst_dequantize_row(fst_type type, const void *src, float *dst, int64_t n);
+
+/* The ISA that AUTO resolves to on this CPU (after FLASHSTATE_ISA), and a name for an ISA. */
+FST_API fst_isa fst_isa_best(void);
+FST_API const char *fst_isa_name(fst_isa);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* FLASHSTATE_FLASHSTATE_H */

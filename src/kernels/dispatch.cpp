@@ -1,0 +1,57 @@
+// Reads the CPU's features once and picks a kernel table. FLASHSTATE_ISA=portable|avx2|avx512 lowers the choice.
+#include "kernels/kernel.h"
+
+#include <cstdlib>
+#include <cstring>
+
+namespace fst::kernels {
+
+namespace {
+
+fst_isa isa_from_env() {
+    const char *e = std::getenv("FLASHSTATE_ISA");
+    if (e == nullptr || *e == '\0') return FST_ISA_AUTO;
+    if (std::strcmp(e, "portable") == 0) return FST_ISA_PORTABLE;
+    if (std::strcmp(e, "avx2") == 0) return FST_ISA_AVX2;
+    if (std::strcmp(e, "avx512") == 0) return FST_ISA_AVX512;
+    return FST_ISA_AUTO; // an unknown value changes nothing
+}
+
+// The best level this build and CPU support. Only the portable kernels exist so far.
+fst_isa cpu_isa() { return FST_ISA_PORTABLE; }
+
+const KernelTable &table_for(fst_isa isa) {
+    switch (isa) {
+    case FST_ISA_AUTO: case FST_ISA_PORTABLE: case FST_ISA_AVX2: case FST_ISA_AVX512: break;
+    }
+    return portable_kernels();
+}
+
+fst_isa lower(fst_isa a, fst_isa b) {
+    if (a == FST_ISA_AUTO) return b;
+    if (b == FST_ISA_AUTO) return a;
+    return a < b ? a : b;
+}
+
+} // namespace
+
+fst_isa best_isa() {
+    static const fst_isa best = lower(isa_from_env(), cpu_isa());
+    return best;
+}
+
+const KernelTable &select_kernels(fst_isa requested) { return table_for(lower(requested, best_isa())); }
+
+} // namespace fst::kernels
+
+extern "C" fst_isa fst_isa_best(void) { return fst::kernels::best_isa(); }
+
+extern "C" const char *fst_isa_name(fst_isa isa) {
+    switch (isa) {
+    case FST_ISA_AUTO: return "auto";
+    case FST_ISA_PORTABLE: return "portable";
+    case FST_ISA_AVX2: return "avx2";
+    case FST_ISA_AVX512: return "avx512";
+    }
+    return "unknown";
+}

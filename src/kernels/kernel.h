@@ -1,0 +1,51 @@
+// The kernel interface: what every ISA implements. Kernels see only validated, planned work; they never fail,
+// allocate or read anything outside the rows they are given.
+#pragma once
+
+#include <flashstate/flashstate.h>
+
+#include <cstddef>
+#include <cstdint>
+
+namespace fst::kernels {
+
+// Keys a kernel call covers at most: the leaves of the fixed merge tree (see attention/plan.h).
+constexpr int64_t kChunkKeys = 256;
+
+// Attend n_rows query rows (F32, already converted) to the keys [0, n_keys) of one KV head and sequence.
+// Output per row: the chunk's own unnormalized state m (max logit, -inf if nothing visible), s = sum exp(x - m),
+// acc = sum exp(x - m) * v. A hidden key (bias -inf) contributes nothing, and its K/V bytes do not affect any
+// output, even if they hold NaN.
+struct ChunkArgs {
+    int64_t D = 0, DV = 0;
+    float scale = 1.0f, softcap = 0.0f;
+    fst_type k_type{}, v_type{};
+    const unsigned char *k = nullptr; // row of key 0 of the chunk
+    const unsigned char *v = nullptr;
+    size_t k_stride = 0, v_stride = 0; // bytes between consecutive keys
+    int64_t n_keys = 0;                // 1..kChunkKeys
+    int64_t n_rows = 0;
+    const float *q = nullptr;    // n_rows x D, row stride D
+    const float *bias = nullptr; // n_rows x n_keys (row stride bias_stride), added after softcap; nullptr = all zero
+    int64_t bias_stride = 0;
+    float *m = nullptr, *s = nullptr; // n_rows each
+    float *acc = nullptr;             // n_rows x DV, row stride DV
+    float *scratch = nullptr;         // scratch_floats(D, DV, n_rows) floats owned by the calling thread
+};
+
+struct KernelTable {
+    fst_isa isa;
+    const char *name;
+    void (*attend_chunk)(const ChunkArgs &);
+    size_t (*scratch_floats)(int64_t D, int64_t DV, int64_t n_rows);
+};
+
+// The table for an ISA request (AUTO: the best this CPU has, lowered by FLASHSTATE_ISA). Never fails: a level the
+// CPU or build lacks falls back to the best one below it.
+const KernelTable &select_kernels(fst_isa requested);
+fst_isa best_isa();
+
+// Per-ISA tables (each defined in its own folder).
+const KernelTable &portable_kernels();
+
+} // namespace fst::kernels
