@@ -19,7 +19,6 @@ void fail(const std::string &tensor, const std::string &field, int64_t actual, c
 void fail_message(const std::string &message, fst_status status) { throw Error(status, message); }
 
 void set_last_error(const std::string &message) { last_error = message; }
-void clear_last_error() { last_error.clear(); }
 
 fst_status report(const char *function, fst_status status, const char *what) noexcept {
     try {

@@ -24,7 +24,6 @@ struct Error : std::runtime_error {
 [[noreturn]] void fail_message(const std::string &message, fst_status status = FST_ERR_INVALID_ARGUMENT);
 
 void set_last_error(const std::string &message);
-void clear_last_error();
 
 // Runs body(); converts fst::Error, std::bad_alloc and anything else into a status and a message prefixed with
 // the function's name.
@@ -35,8 +34,8 @@ fst_status report(const char *function, fst_status status, const char *what) noe
 template <class Body> fst_status guard(const char *function, Body &&body) noexcept {
     try {
         std::forward<Body>(body)();
-        clear_last_error();
-        return FST_OK;
+        return FST_OK; // fst_last_error() keeps the last *failed* call's message
+
     } catch (const Error &e) {
         return report(function, e.status, e.what());
     } catch (const std::bad_alloc &) {

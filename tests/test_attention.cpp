@@ -1,0 +1,223 @@
+// One call of fst_attn_with_state from the empty state (ordinary flash attention) against the double reference,
+// on random problems: every K/V type pair, every feature, logits up to 50, and a long KV range. SPEC section 4:
+// relative error <= 1e-5; the state (M, S) must match the reference's too.
+#include "support/cases.h"
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <functional>
+#include <string>
+#include <vector>
+
+using namespace fst_test;
+
+namespace {
+
+const double tolerance = 1e-5;
+
+struct Errors {
+    double out = 0, m = 0, s = 0;
+    void add(const Errors &e) {
+        out = std::max(out, e.out);
+        m = std::max(m, e.m);
+        s = std::max(s, e.s);
+    }
+};
+
+// Init, one call over the KV range g (with the problem's sinks), compare out and state with the reference.
+Errors run_range(const Problem &pb, const Segment &g) {
+    Buffer state = pb.make_state(), out = pb.make_out();
+    EXPECT_EQ(fst_state_init(&state.t, &out.t), FST_OK) << fst_last_error();
+    fst_attn_params p = g.params();
+    fst_tensor q = pb.q();
+    EXPECT_EQ(fst_attn_with_state(&p, &q, &g.k, &g.v, g.mask_ptr(), pb.sinks(), &state.t, &out.t), FST_OK)
+        << fst_last_error();
+    ref::Result r = pb.reference(g, true);
+    StateError se = state_error(state.t, r);
+    return Errors{ref::rel_error(r, out.t), se.m, se.s};
+}
+
+Errors run_problem(const Spec &spec, uint32_t seed) {
+    Problem pb(spec, seed);
+    Errors e = run_range(pb, pb.segment(0, spec.n_kv));
+    EXPECT_LE(e.out, tolerance) << "seed " << seed << ": " << describe(pb.spec);
+    EXPECT_LE(e.m, tolerance) << "seed " << seed << ": " << describe(pb.spec);
+    EXPECT_LE(e.s, tolerance) << "seed " << seed << ": " << describe(pb.spec);
+    return e;
+}
+
+void print(const std::string &what, const Errors &e, int n) {
+    std::printf("  %-28s out %.3g  M %.3g  S %.3g  (%d problems)\n", what.c_str(), e.out, e.m, e.s, n);
+}
+
+} // namespace
+
+TEST(Attention, EveryKvTypePair) {
+    const int per_pair = 8;
+    Errors overall;
+    uint32_t seed = 1000;
+    for (fst_type kt : kv_types())
+        for (fst_type vt : kv_types()) {
+            Errors pair;
+            for (int i = 0; i < per_pair; ++i) {
+                std::mt19937 rng(++seed);
+                pair.add(run_problem(random_spec(rng, kt, vt), seed));
+            }
+            print(std::string("k=") + fst_type_name(kt) + " v=" + fst_type_name(vt), pair, per_pair);
+            overall.add(pair);
+        }
+    print("overall", overall, per_pair * 25);
+}
+
+// Each feature forced on, over random K/V types, so that coverage does not depend on the dice.
+TEST(Attention, EveryFeature) {
+    auto with_mask = [](Spec &s, std::mt19937 &rng) {
+        if (s.has_mask) return;
+        s.has_mask = true;
+        s.mask_type = rng() % 2 ? FST_TYPE_F16 : FST_TYPE_F32;
+        s.mask_rows = s.n_q;
+    };
+    auto with_virtual = [](Spec &s, fst_virtual_mask kind, std::mt19937 &rng) {
+        s.virtual_mask = kind;
+        s.window = 1 + int64_t(rng() % uint32_t(std::max<int64_t>(s.n_kv, 1) + 2));
+        s.kv_pos0 = int64_t(rng() % 40);
+        s.q_pos0 = s.kv_pos0 + s.n_kv - s.n_q + int64_t(rng() % 10) - 6;
+    };
+    struct Feature {
+        std::string name;
+        std::function<void(Spec &, std::mt19937 &)> apply;
+    };
+    std::vector<Feature> features = {
+        {"alibi, 12 heads", [&](Spec &s, std::mt19937 &rng) {
+             with_mask(s, rng);
+             s.n_head = 12;
+             s.n_head_kv = rng() % 2 ? 12 : 3;
+             s.max_bias = 8;
+         }},
+        {"alibi, 6 heads", [&](Spec &s, std::mt19937 &rng) {
+             with_mask(s, rng);
+             s.n_head = 6;
+             s.n_head_kv = 6;
+             s.m2 = 6;
+             s.max_bias = 3.5f;
+         }},
+        {"softcap", [](Spec &s, std::mt19937 &rng) {
+             s.softcap = rng() % 2 ? 20.0f : 50.0f;
+             s.logit_max = 50;
+         }},
+        {"sinks", [](Spec &s, std::mt19937 &) { s.has_sinks = true; }},
+        {"causal", [&](Spec &s, std::mt19937 &rng) { with_virtual(s, FST_MASK_CAUSAL, rng); }},
+        {"sliding window", [&](Spec &s, std::mt19937 &rng) { with_virtual(s, FST_MASK_SLIDING_WINDOW, rng); }},
+        {"position tensors", [&](Spec &s, std::mt19937 &rng) {
+             with_virtual(s, rng() % 2 ? FST_MASK_CAUSAL : FST_MASK_SLIDING_WINDOW, rng);
+             s.n_seq_kv = 1;
+             s.n_seq = 2;
+             s.q_pos_tensor = s.kv_pos_tensor = true;
+             s.pos_columns = rng() % 2 ? 1 : 2;
+         }},
+        {"virtual mask and mask", [&](Spec &s, std::mt19937 &rng) {
+             with_mask(s, rng);
+             with_virtual(s, FST_MASK_SLIDING_WINDOW, rng);
+             s.kv_pos_tensor = true;
+         }},
+        {"permuted K and V views", [](Spec &s, std::mt19937 &) { s.permute_k = s.permute_v = true; }},
+        {"padded strides", [](Spec &s, std::mt19937 &) { s.padded = true; }},
+        {"mask broadcast, extra rows", [&](Spec &s, std::mt19937 &rng) {
+             with_mask(s, rng);
+             s.n_head = 4;
+             s.n_head_kv = 2;
+             s.n_seq_kv = 1;
+             s.n_seq = 2;
+             s.m2 = rng() % 2 ? 1 : 4;
+             s.m3 = rng() % 2 ? 1 : 2;
+             s.mask_rows = s.n_q + 3;
+         }},
+        {"random -inf, fully masked", [&](Spec &s, std::mt19937 &rng) {
+             with_mask(s, rng);
+             s.mask_inf_fraction = 0.5;
+             s.n_fully_masked_rows = 2;
+         }},
+        {"KV broadcast over sequences", [](Spec &s, std::mt19937 &) {
+             s.n_seq_kv = 2;
+             s.n_seq = 4;
+         }},
+        {"q f16 / bf16", [](Spec &s, std::mt19937 &rng) { s.q_type = rng() % 2 ? FST_TYPE_F16 : FST_TYPE_BF16; }},
+        {"D != DV", [](Spec &s, std::mt19937 &) {
+             s.D = 64;
+             s.DV = 96;
+         }},
+        {"n_kv == 0", [](Spec &s, std::mt19937 &rng) {
+             s.n_kv = 0;
+             s.has_sinks = rng() % 2;
+         }},
+    };
+    const int per_feature = 10;
+    Errors overall;
+    uint32_t seed = 50000;
+    for (const Feature &f : features) {
+        Errors fe;
+        for (int i = 0; i < per_feature; ++i) {
+            std::mt19937 rng(++seed);
+            const auto &types = kv_types();
+            Spec s = random_spec(rng, types[size_t(i) % 5], types[size_t(i * 3 + 1) % 5]);
+            f.apply(s, rng);
+            make_consistent(s);
+            fe.add(run_problem(s, seed));
+        }
+        print(f.name, fe, per_feature);
+        overall.add(fe);
+    }
+    print("overall", overall, per_feature * int(features.size()));
+}
+
+// Logits of magnitude 50: the float logit itself carries ~3e-6 rounding, the bound is still 1e-5.
+TEST(Attention, LogitsOfMagnitude50EveryType) {
+    uint32_t seed = 90000;
+    for (fst_type t : kv_types()) {
+        Errors te;
+        for (int i = 0; i < 3; ++i) {
+            Spec s;
+            s.D = s.DV = 128;
+            s.n_q = 4;
+            s.n_kv = 300;
+            s.n_head = 4;
+            s.n_head_kv = 2;
+            s.k_type = s.v_type = t;
+            s.logit_max = 50;
+            te.add(run_problem(s, ++seed));
+        }
+        print(std::string("logits 50, k=v=") + fst_type_name(t), te, 3);
+    }
+}
+
+// A decode step over 20000 keys: the error must stay within the bound however long the range (SPEC section 4:
+// long ranges need blocked or tree summation). Flat logits with V of mean 1 make every key count.
+TEST(Attention, LongKvErrorDoesNotGrow) {
+    const int64_t lengths[] = {200, 2000, 20000};
+    struct Case {
+        fst_type kv;
+        double logit_max;
+    };
+    for (Case c : {Case{FST_TYPE_F32, 1}, Case{FST_TYPE_F32, 50}, Case{FST_TYPE_F16, 1}, Case{FST_TYPE_Q8_0, 8}}) {
+        Spec s;
+        s.D = s.DV = 64;
+        s.n_q = 1;
+        s.n_kv = 20000;
+        s.n_head = s.n_head_kv = 2;
+        s.k_type = s.v_type = c.kv;
+        s.logit_max = c.logit_max;
+        s.v_mean = 1;
+        Problem pb(s, 7);
+        std::printf("  k=v=%-5s logits %-3g", fst_type_name(c.kv), c.logit_max);
+        for (int64_t n : lengths) {
+            Errors e = run_range(pb, pb.segment(0, n));
+            std::printf("  n_kv %-6lld out %.3g M %.3g S %.3g;", (long long)n, e.out, e.m, e.s);
+            EXPECT_LE(e.out, tolerance) << "n_kv " << n << ": " << describe(s);
+            EXPECT_LE(e.m, tolerance) << "n_kv " << n << ": " << describe(s);
+            EXPECT_LE(e.s, tolerance) << "n_kv " << n << ": " << describe(s);
+        }
+        std::printf("\n");
+    }
+}
