@@ -115,6 +115,30 @@ FST_API fst_status fst_attn_with_state(const fst_attn_params *p, const fst_tenso
                                        const fst_tensor *v, const fst_tensor *mask, const fst_tensor *sinks,
                                        fst_tensor *state, fst_tensor *out);
 
+/* One KV segment of a multi-segment call: any K/V types, its own mask column range and positions. */
+typedef struct fst_segment {
+    const fst_tensor *k, *v;   /* [D, n_kv_i, n_head_kv, n_seq_kv], [DV, n_kv_i, n_head_kv, n_seq_kv]; n_kv_i may be 0 */
+    const fst_tensor *mask;    /* nullable; [n_kv_i, >= n_q, m2, m3] */
+    int64_t kv_pos0;           /* position of key 0 of this segment (virtual masks); replaces params->kv_pos0 */
+    const fst_tensor *kv_pos;  /* nullable I32 [n_kv_i, m]; replaces params->kv_pos */
+} fst_segment;
+
+/* (state, out) ⊕= segment 0 ⊕ segment 1 ⊕ ... ⊕ sinks: bit for bit the same as calling fst_attn_with_state on each
+ * segment in order (sinks with the last), scheduled together in one call. params->kv_pos0 and kv_pos are ignored. */
+FST_API fst_status fst_attn_segments(const fst_attn_params *p, const fst_tensor *q, const fst_segment *segments,
+                                     int64_t n_segments, const fst_tensor *sinks, fst_tensor *state, fst_tensor *out);
+
+/* Part ith of nth of the same call, on the calling thread only (for a host engine's own thread pool, e.g. ggml's
+ * compute callbacks with their ith/nth): parts write disjoint rows, and all nth parts together produce exactly the bits
+ * of the whole call, for any nth. p->n_threads is ignored. Every part validates the whole call, so either every part
+ * fails (writing nothing) or none does. 0 <= ith < nth. */
+FST_API fst_status fst_attn_with_state_part(const fst_attn_params *p, const fst_tensor *q, const fst_tensor *k,
+                                            const fst_tensor *v, const fst_tensor *mask, const fst_tensor *sinks,
+                                            fst_tensor *state, fst_tensor *out, int ith, int nth);
+FST_API fst_status fst_attn_segments_part(const fst_attn_params *p, const fst_tensor *q, const fst_segment *segments,
+                                          int64_t n_segments, const fst_tensor *sinks, fst_tensor *state,
+                                          fst_tensor *out, int ith, int nth);
+
 /* (state, out) ⊕= (other_state, other_out). Shapes must match; the two pairs must not overlap. */
 FST_API fst_status fst_state_merge(fst_tensor *state, fst_tensor *out, const fst_tensor *other_state,
                                    const fst_tensor *other_out);

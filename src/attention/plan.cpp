@@ -3,7 +3,6 @@
 #include <algorithm>
 #include <bit>
 #include <cmath>
-#include <thread>
 
 namespace fst {
 
@@ -19,30 +18,46 @@ Plan make_plan(const AttnProblem &P) {
     Plan plan;
     plan.heads_per_kv = P.n_head / P.n_head_kv;
     plan.seqs_per_kv = P.n_seq / P.n_seq_kv;
-    plan.n_q_ = P.n_q;
-    plan.n_seq_kv_ = P.n_seq_kv;
+    plan.n_q = P.n_q;
+    plan.n_seq_kv = P.n_seq_kv;
     plan.rows_per_group = plan.heads_per_kv * P.n_q * plan.seqs_per_kv;
     for (int64_t sk = 0; sk < P.n_seq_kv; ++sk)
         for (int64_t hk = 0; hk < P.n_head_kv; ++hk)
             for (int64_t first = 0; first < plan.rows_per_group; first += Plan::kTileRows)
                 plan.tiles.push_back(Tile{sk, hk, first, std::min(Plan::kTileRows, plan.rows_per_group - first)});
 
-    plan.n_chunks = (P.n_kv + kernels::kChunkKeys - 1) / kernels::kChunkKeys;
-    plan.tree_levels = int(std::bit_width(uint64_t(plan.n_chunks))) + 1;
-    plan.needs_bias = P.has_mask || P.params.virtual_mask != FST_MASK_NONE;
+    // Pieces only when the tiles alone are too few to share out; then each segment is cut so that
+    // tiles x pieces reaches kTargetItems, in power-of-two runs of chunks.
+    const int64_t n_tiles = int64_t(plan.tiles.size());
+    const int64_t want_pieces = n_tiles >= Plan::kTargetItems ? 1 : (Plan::kTargetItems + n_tiles - 1) / n_tiles;
+    int64_t max_leaves = 1;
+    for (const Segment &S : P.segments) {
+        SegmentPlan sp;
+        sp.n_chunks = (S.n_kv + kernels::kChunkKeys - 1) / kernels::kChunkKeys;
+        int64_t chunks = std::max<int64_t>(Plan::kMinPieceChunks, (sp.n_chunks + want_pieces - 1) / want_pieces);
+        sp.piece_chunks = int64_t(std::bit_ceil(uint64_t(chunks)));
+        sp.n_pieces = std::max<int64_t>(1, (sp.n_chunks + sp.piece_chunks - 1) / sp.piece_chunks);
+        sp.first_piece = plan.total_pieces;
+        sp.needs_bias = S.has_mask || S.has_kv_pos;
+        plan.total_pieces += sp.n_pieces;
+        plan.split = plan.split || sp.n_pieces > 1;
+        max_leaves = std::max({max_leaves, sp.piece_chunks, sp.n_pieces});
+        plan.segments.push_back(sp);
+    }
+    plan.tree_levels = int(std::bit_width(uint64_t(max_leaves))) + 1;
+
     plan.kernels = &kernels::select_kernels(P.params.isa);
+    if (!plan.kernels->supports(P.D, P.DV)) plan.kernels = &kernels::portable_kernels();
 
-    const int64_t T = Plan::kTileRows;
-    const size_t slot = size_t(P.DV + 2);
-    plan.scratch_floats = size_t(T * P.D)                                   // q rows in F32
-                          + size_t(T * kernels::kChunkKeys)                 // bias
-                          + size_t(2 * T) + size_t(T * P.DV)                // chunk m, s, acc
-                          + size_t(T) * size_t(plan.tree_levels + 1) * slot // merge tree (+1: the incoming partial)
-                          + plan.kernels->scratch_floats(P.D, P.DV, T);
-
-    int threads = P.params.n_threads;
-    if (threads == 0) threads = int(std::max(1u, std::thread::hardware_concurrency()));
-    plan.n_workers = int(std::max<int64_t>(1, std::min<int64_t>(threads, int64_t(plan.tiles.size()))));
+    const size_t T = size_t(Plan::kTileRows);
+    plan.slot_floats = size_t(P.DV + 2);
+    plan.tile_floats = T * size_t(P.D)                                          // q rows in F32
+                       + T * size_t(kernels::kChunkKeys)                        // bias
+                       + 2 * T + T * size_t(P.DV)                               // chunk m, s, acc
+                       + 2 * T * size_t(plan.tree_levels + 1) * plan.slot_floats // merge trees: chunks, pieces
+                       + 2 * T * plan.slot_floats                                // a piece's and a segment's result
+                       + plan.kernels->scratch_floats(P.D, P.DV, int64_t(T))
+                       + 4 * T; // lo / hi (int32, stored in float slots)
     return plan;
 }
 

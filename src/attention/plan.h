@@ -1,6 +1,9 @@
-// Planning a call: which query rows go together (tiles), how the KV range is cut (chunks of kChunkKeys keys, the
-// leaves of a fixed pairwise merge tree), and how much scratch each worker needs. Everything here depends on the
-// problem only — never on the thread count — so results are bitwise identical for any n_threads.
+// Planning a call. Work is cut along three axes, all fixed by the problem and never by the thread count, so results
+// are bitwise identical for any n_threads and for any ith/nth partition:
+//  - tiles: up to kTileRows query rows that read the same KV head of the same KV sequence;
+//  - chunks: kChunkKeys keys, the unit of one kernel call and the leaves of a pairwise merge tree;
+//  - pieces: runs of piece_chunks chunks (a power of two) that may run on different threads when there are too few
+//    tiles to keep threads busy (flash-decoding); their partial states are merged, in order, with ⊕.
 #pragma once
 
 #include "attention/validate.h"
@@ -10,7 +13,6 @@
 
 namespace fst {
 
-// A tile: up to kTileRows query rows that read the same KV head hk of the same KV sequence sk.
 struct Tile {
     int64_t sk = 0, hk = 0;
     int64_t first = 0, n_rows = 0; // a range of the group's row order (see Plan::row)
@@ -20,31 +22,37 @@ struct RowCoord {
     int64_t s = 0, h = 0, r = 0; // sequence, query head, query row
 };
 
+struct SegmentPlan {
+    int64_t n_chunks = 0, piece_chunks = 1, n_pieces = 0;
+    int64_t first_piece = 0; // index of this segment's first piece among all segments' pieces
+    bool needs_bias = false; // a mask tensor or a kv_pos tensor: per-key bias values
+};
+
 struct Plan {
     static constexpr int64_t kTileRows = 32;
-    int64_t heads_per_kv = 1; // n_head / n_head_kv
-    int64_t seqs_per_kv = 1;  // n_seq / n_seq_kv
-    int64_t rows_per_group = 0;
+    static constexpr int64_t kTargetItems = 32;    // enough independent work items for the threads of one machine
+    static constexpr int64_t kMinPieceChunks = 4;  // a piece covers at least 1024 keys
+
+    int64_t heads_per_kv = 1, seqs_per_kv = 1, rows_per_group = 0, n_q = 0, n_seq_kv = 1;
     std::vector<Tile> tiles;
-    int64_t n_chunks = 0;
-    int tree_levels = 0;      // slots of the per-row merge tree
-    bool needs_bias = false;  // a mask tensor or a virtual mask is present
-    size_t scratch_floats = 0; // per worker
-    int n_workers = 1;
+    std::vector<SegmentPlan> segments;
+    int64_t total_pieces = 0;  // over all segments
+    bool split = false;        // pieces run as separate work items (else a tile is one work item)
+    int tree_levels = 0;       // slots of a merge tree over chunks or over pieces
+    size_t tile_floats = 0;    // per-worker scratch to run one tile's pieces (see run.cpp's TileScratch)
+    size_t slot_floats = 0;    // one partial state: M, S, O[DV]
     const kernels::KernelTable *kernels = nullptr;
 
-    // Row i of a group, ordered (sequence, query row, head) so that a tile holds few distinct query positions.
+    // Row i of a tile, ordered (sequence, query row, head) so that a tile holds few distinct query positions.
     RowCoord row(const Tile &t, int64_t i) const {
         const int64_t g = t.first + i;
         const int64_t hl = g % heads_per_kv, r_and_s = g / heads_per_kv;
         RowCoord c;
         c.h = t.hk * heads_per_kv + hl;
-        c.r = r_and_s % n_q_;
-        c.s = t.sk + (r_and_s / n_q_) * n_seq_kv_;
+        c.r = r_and_s % n_q;
+        c.s = t.sk + (r_and_s / n_q) * n_seq_kv;
         return c;
     }
-
-    int64_t n_q_ = 0, n_seq_kv_ = 0;
 };
 
 Plan make_plan(const AttnProblem &P);

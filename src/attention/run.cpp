@@ -1,5 +1,5 @@
-// fst_attn_with_state: validate → plan → per tile: kernels over chunks, merged in a fixed pairwise tree → ⊕ into
-// the caller's (state, out) → sinks. After validation and allocation nothing can fail, so a call writes its whole
+// The attention entry points: validate → plan → work items (tiles, or tile pieces) on the pool → ⊕ into the
+// caller's (state, out) → sinks. After validation and allocation nothing can fail, so a call writes its whole
 // result or nothing.
 #include "attention/plan.h"
 #include "attention/validate.h"
@@ -7,7 +7,7 @@
 #include "state/merge.h"
 #include "state/merge_tree.h"
 #include "tensor/types.h"
-#include "threads/parallel_for.h"
+#include "threads/pool.h"
 
 #include <algorithm>
 #include <cstring>
@@ -23,131 +23,292 @@ int32_t load_i32(const unsigned char *p) {
     return v;
 }
 
-// What the bias of one query row needs: its position, its mask row and its ALiBi slope.
-struct RowBias {
+// One worker's scratch for one tile, carved from a float buffer of Plan::tile_floats.
+struct TileScratch {
+    float *q, *bias, *m, *s, *acc, *chunk_trees, *piece_trees, *piece_result, *seg_result, *kernel;
+    int32_t *lo, *hi;
+    TileScratch(const AttnProblem &P, const Plan &plan, float *base) {
+        const int64_t T = Plan::kTileRows;
+        const size_t tree = size_t(T) * size_t(plan.tree_levels + 1) * plan.slot_floats;
+        q = base;
+        bias = q + T * P.D;
+        m = bias + T * kernels::kChunkKeys;
+        s = m + T;
+        acc = s + T;
+        chunk_trees = acc + T * P.DV;
+        piece_trees = chunk_trees + tree;
+        piece_result = piece_trees + tree;
+        seg_result = piece_result + size_t(T) * plan.slot_floats;
+        lo = reinterpret_cast<int32_t *>(seg_result + size_t(T) * plan.slot_floats);
+        hi = lo + T;
+        kernel = reinterpret_cast<float *>(hi + T);
+    }
+    MergeTree tree(float *trees, const Plan &plan, int64_t i) const {
+        return MergeTree(trees + size_t(i) * size_t(plan.tree_levels + 1) * plan.slot_floats, plan.tree_levels,
+                         int64_t(plan.slot_floats) - 2);
+    }
+};
+
+// What the visibility and bias of one query row need for one segment.
+struct RowInfo {
+    RowCoord c;
     int64_t q_pos = 0;
-    const unsigned char *mask_row = nullptr;
-    const unsigned char *kv_pos_col = nullptr; // this row's sequence's column of kv_pos, or nullptr
     float slope = 1.0f;
 };
 
-RowBias row_bias(const AttnProblem &P, const RowCoord &c) {
-    RowBias b;
-    const fst_attn_params &p = P.params;
-    b.q_pos = P.has_q_pos ? load_i32(static_cast<const unsigned char *>(P.q_pos.data) + size_t(c.r) * P.q_pos.nb[0] +
-                                     size_t(c.s % P.q_pos.ne[1]) * P.q_pos.nb[1])
-                          : p.q_pos0 + c.r;
-    if (P.has_kv_pos)
-        b.kv_pos_col = static_cast<const unsigned char *>(P.kv_pos.data) + size_t(c.s % P.kv_pos.ne[1]) * P.kv_pos.nb[1];
-    if (P.has_mask) b.mask_row = at(P.mask, c.r, c.h % P.mask.ne[2], c.s % P.mask.ne[3]);
-    b.slope = alibi_slope(p.max_bias, P.n_head, c.h);
-    return b;
+void tile_rows(const AttnProblem &P, const Plan &plan, const Tile &tile, RowInfo *rows, float *q) {
+    for (int64_t i = 0; i < tile.n_rows; ++i) {
+        RowInfo &ri = rows[i];
+        ri.c = plan.row(tile, i);
+        ri.q_pos = P.has_q_pos ? load_i32(static_cast<const unsigned char *>(P.q_pos.data) + size_t(ri.c.r) * P.q_pos.nb[0] +
+                                          size_t(ri.c.s % P.q_pos.ne[1]) * P.q_pos.nb[1])
+                               : P.params.q_pos0 + ri.c.r;
+        ri.slope = alibi_slope(P.params.max_bias, P.n_head, ri.c.h);
+        row_to_f32(P.q.type, at(P.q, ri.c.r, ri.c.h, ri.c.s), q + i * P.D, P.D);
+    }
 }
 
-// bias[j] for keys [j0, j0 + n): -inf where the virtual mask hides the key, plus slope * mask.
-void fill_bias(const AttnProblem &P, const RowBias &b, int64_t j0, int64_t n, float *bias) {
+// Visible key range [lo, hi) of a row within chunk keys [j0, j0 + n), from the virtual mask when positions are
+// start + index (with a kv_pos tensor the bias carries the virtual mask instead).
+void visible_range(const AttnProblem &P, const Segment &S, int64_t q_pos, int64_t j0, int64_t n, int32_t &lo, int32_t &hi) {
+    int64_t l = 0, h = n;
     const fst_attn_params &p = P.params;
+    if (p.virtual_mask != FST_MASK_NONE && !S.has_kv_pos) {
+        h = std::clamp<int64_t>(q_pos - S.kv_pos0 - j0 + 1, 0, n); // pos_k <= pos_q
+        if (p.virtual_mask == FST_MASK_SLIDING_WINDOW)
+            l = std::clamp<int64_t>(q_pos - p.window - S.kv_pos0 - j0 + 1, 0, n); // pos_q - pos_k < window
+    }
+    lo = int32_t(l);
+    hi = int32_t(std::max(l, h));
+}
+
+// bias[j] for keys [j0, j0 + n) of one row: -inf where a kv_pos-defined virtual mask hides the key, plus slope * mask.
+void fill_bias(const AttnProblem &P, const Segment &S, const RowInfo &ri, int64_t j0, int64_t n, float *bias) {
+    const fst_attn_params &p = P.params;
+    const unsigned char *mask_row = S.has_mask ? at(S.mask, ri.c.r, ri.c.h % S.mask.ne[2], ri.c.s % S.mask.ne[3]) : nullptr;
+    const unsigned char *kv_pos_col =
+        S.has_kv_pos ? static_cast<const unsigned char *>(S.kv_pos.data) + size_t(ri.c.s % S.kv_pos.ne[1]) * S.kv_pos.nb[1]
+                     : nullptr;
     for (int64_t j = 0; j < n; ++j) {
-        float x = 0.0f;
-        if (p.virtual_mask != FST_MASK_NONE) {
-            const int64_t kpos = b.kv_pos_col ? load_i32(b.kv_pos_col + size_t(j0 + j) * P.kv_pos.nb[0]) : p.kv_pos0 + j0 + j;
-            const bool hidden = kpos > b.q_pos || (p.virtual_mask == FST_MASK_SLIDING_WINDOW && b.q_pos - kpos >= p.window);
-            if (hidden) {
+        if (kv_pos_col && p.virtual_mask != FST_MASK_NONE) {
+            const int64_t kpos = load_i32(kv_pos_col + size_t(j0 + j) * S.kv_pos.nb[0]);
+            if (kpos > ri.q_pos || (p.virtual_mask == FST_MASK_SLIDING_WINDOW && ri.q_pos - kpos >= p.window)) {
                 bias[j] = kNegInf;
                 continue;
             }
         }
-        if (b.mask_row) {
-            const unsigned char *e = b.mask_row + size_t(j0 + j) * P.mask.nb[0];
+        float x = 0.0f;
+        if (mask_row) {
+            const unsigned char *e = mask_row + size_t(j0 + j) * S.mask.nb[0];
             float mv;
-            if (P.mask.type == FST_TYPE_F16) mv = f16_to_f32(load_u16(e));
+            if (S.mask.type == FST_TYPE_F16) mv = f16_to_f32(load_u16(e));
             else std::memcpy(&mv, e, 4);
-            x = mv == kNegInf ? kNegInf : b.slope * mv;
+            x = mv == kNegInf ? kNegInf : ri.slope * mv;
         }
         bias[j] = x;
     }
 }
 
-void run_tile(const AttnProblem &P, const Plan &plan, const Tile &tile, float *scratch) {
-    const int64_t T = Plan::kTileRows, C = kernels::kChunkKeys, n = tile.n_rows;
-    const size_t slot = size_t(P.DV + 2);
-    float *qf = scratch;
-    float *bias = qf + T * P.D;
-    float *m = bias + T * C;
-    float *s = m + T;
-    float *acc = s + T;
-    float *trees = acc + T * P.DV;
-    float *kernel_scratch = trees + size_t(T) * size_t(plan.tree_levels + 1) * slot;
-
-    RowCoord coords[Plan::kTileRows];
-    RowBias biases[Plan::kTileRows];
-    for (int64_t i = 0; i < n; ++i) {
-        coords[i] = plan.row(tile, i);
-        row_to_f32(P.q.type, at(P.q, coords[i].r, coords[i].h, coords[i].s), qf + i * P.D, P.D);
-        if (plan.needs_bias) biases[i] = row_bias(P, coords[i]);
-    }
-    MergeTree tree_of_row[Plan::kTileRows]; // no allocation here: this runs on worker threads after validation
-    for (int64_t i = 0; i < n; ++i)
-        tree_of_row[i] = MergeTree(trees + size_t(i) * size_t(plan.tree_levels + 1) * slot, plan.tree_levels, P.DV);
+// Piece `piece` of segment `seg` for the rows of a tile: kernels over its chunks, merged in a pairwise tree.
+// Writes each row's partial state (M, S, O) to result + i * slot_floats.
+void compute_piece(const AttnProblem &P, const Plan &plan, const Tile &tile, const RowInfo *rows, TileScratch &w,
+                   size_t seg, int64_t piece, float *result) {
+    const Segment &S = P.segments[seg];
+    const SegmentPlan &sp = plan.segments[seg];
+    const int64_t n = tile.n_rows, C = kernels::kChunkKeys;
+    const int64_t DV = P.DV;
+    MergeTree trees[Plan::kTileRows];
+    for (int64_t i = 0; i < n; ++i) trees[i] = w.tree(w.chunk_trees, plan, i);
 
     kernels::ChunkArgs a;
     a.D = P.D;
-    a.DV = P.DV;
+    a.DV = DV;
     a.scale = P.params.scale;
     a.softcap = P.params.softcap;
-    a.k_type = P.k.type;
-    a.v_type = P.v.type;
-    a.k_stride = P.k.nb[1];
-    a.v_stride = P.v.nb[1];
+    a.k_type = S.k.type;
+    a.v_type = S.v.type;
+    a.k_stride = S.k.nb[1];
+    a.v_stride = S.v.nb[1];
     a.n_rows = n;
-    a.q = qf;
+    a.q = w.q;
+    a.lo = w.lo;
+    a.hi = w.hi;
     a.bias_stride = C;
-    a.m = m;
-    a.s = s;
-    a.acc = acc;
-    a.scratch = kernel_scratch;
-    for (int64_t c = 0; c < plan.n_chunks; ++c) {
-        const int64_t j0 = c * C, nk = std::min(C, P.n_kv - j0);
-        a.k = at(P.k, j0, tile.hk, tile.sk);
-        a.v = at(P.v, j0, tile.hk, tile.sk);
-        a.n_keys = nk;
-        a.bias = nullptr;
-        bool any_visible = true;
-        if (plan.needs_bias) {
-            any_visible = false;
-            for (int64_t i = 0; i < n; ++i) {
-                fill_bias(P, biases[i], j0, nk, bias + i * C);
-                for (int64_t j = 0; j < nk && !any_visible; ++j) any_visible = bias[i * C + j] != kNegInf;
-            }
-            a.bias = bias;
-        }
-        if (any_visible) plan.kernels->attend_chunk(a);
+    a.m = w.m;
+    a.s = w.s;
+    a.acc = w.acc;
+    a.scratch = w.kernel;
+    const int64_t c_end = std::min(sp.n_chunks, (piece + 1) * sp.piece_chunks);
+    for (int64_t c = piece * sp.piece_chunks; c < c_end; ++c) {
+        const int64_t j0 = c * C, nk = std::min(C, S.n_kv - j0);
+        bool any_visible = false;
         for (int64_t i = 0; i < n; ++i) {
-            float *in = tree_of_row[i].incoming();
-            const bool empty = !any_visible || s[i] == 0.0f;
-            in[0] = empty ? kNegInf : m[i];
-            in[1] = empty ? 0.0f : s[i];
-            const float inv = empty ? 0.0f : 1.0f / s[i];
-            for (int64_t d = 0; d < P.DV; ++d) in[2 + d] = empty ? 0.0f : acc[i * P.DV + d] * inv;
-            tree_of_row[i].push();
+            visible_range(P, S, rows[i].q_pos, j0, nk, w.lo[i], w.hi[i]);
+            any_visible = any_visible || w.lo[i] < w.hi[i];
+        }
+        if (any_visible) { // a chunk no row can see is skipped without being computed
+            a.bias = nullptr;
+            if (sp.needs_bias) {
+                for (int64_t i = 0; i < n; ++i) fill_bias(P, S, rows[i], j0, nk, w.bias + i * C);
+                a.bias = w.bias;
+            }
+            a.k = at(S.k, j0, tile.hk, tile.sk);
+            a.v = at(S.v, j0, tile.hk, tile.sk);
+            a.n_keys = nk;
+            plan.kernels->attend_chunk(a);
+        }
+        for (int64_t i = 0; i < n; ++i) {
+            float *in = trees[i].incoming();
+            const bool empty = !any_visible || w.s[i] == 0.0f;
+            in[0] = empty ? kNegInf : w.m[i];
+            in[1] = empty ? 0.0f : w.s[i];
+            const float inv = empty ? 0.0f : 1.0f / w.s[i];
+            for (int64_t d = 0; d < DV; ++d) in[2 + d] = empty ? 0.0f : w.acc[i * DV + d] * inv;
+            trees[i].push();
         }
     }
-
-    // The segment's result per row, then ⊕ into the caller's state, then the sinks (once, in this call).
-    float *seg = acc; // reuse: one row at a time
     for (int64_t i = 0; i < n; ++i) {
-        const RowCoord &rc = coords[i];
-        float seg_m, seg_s;
-        tree_of_row[i].result(seg_m, seg_s, seg);
-        float *ms = state_row(P.state, rc.h, rc.r, rc.s);
-        float *o = out_row(P.out, rc.h, rc.r, rc.s);
-        merge_state(ms[0], ms[1], o, seg_m, seg_s, seg, P.DV);
-        if (P.has_sinks) {
-            const float sink = *reinterpret_cast<const float *>(static_cast<const unsigned char *>(P.sinks.data) +
-                                                                size_t(rc.h) * P.sinks.nb[0]);
-            merge_state(ms[0], ms[1], o, sink, 1.0f, nullptr, P.DV);
-        }
+        float *r = result + size_t(i) * plan.slot_floats;
+        for (int64_t d = 0; d < DV; ++d) r[2 + d] = 0.0f;
+        trees[i].result(r[0], r[1], r + 2);
     }
+}
+
+// ⊕ one segment's result rows into the caller's state/out.
+void merge_into_state(const AttnProblem &P, const Plan &plan, const RowInfo *rows, int64_t n, const float *results) {
+    for (int64_t i = 0; i < n; ++i) {
+        const RowCoord &rc = rows[i].c;
+        const float *r = results + size_t(i) * plan.slot_floats;
+        float *ms = state_row(P.state, rc.h, rc.r, rc.s);
+        merge_state(ms[0], ms[1], out_row(P.out, rc.h, rc.r, rc.s), r[0], r[1], r + 2, P.DV);
+    }
+}
+
+void merge_sinks(const AttnProblem &P, const RowInfo *rows, int64_t n) {
+    if (!P.has_sinks) return;
+    for (int64_t i = 0; i < n; ++i) {
+        const RowCoord &rc = rows[i].c;
+        float sink;
+        std::memcpy(&sink, static_cast<const unsigned char *>(P.sinks.data) + size_t(rc.h) * P.sinks.nb[0], 4);
+        float *ms = state_row(P.state, rc.h, rc.r, rc.s);
+        merge_state(ms[0], ms[1], out_row(P.out, rc.h, rc.r, rc.s), sink, 1.0f, nullptr, P.DV);
+    }
+}
+
+// Segment results of a tile from its pieces, in order, then into the state; then the sinks. `piece_result(g)` gives
+// the stored partial rows of global piece g, or computes them into scratch.
+template <class PieceResult>
+void finish_tile(const AttnProblem &P, const Plan &plan, const Tile &tile, const RowInfo *rows, TileScratch &w,
+                 PieceResult &&piece_result) {
+    const int64_t n = tile.n_rows;
+    for (size_t seg = 0; seg < P.segments.size(); ++seg) {
+        const SegmentPlan &sp = plan.segments[seg];
+        MergeTree trees[Plan::kTileRows];
+        for (int64_t i = 0; i < n; ++i) trees[i] = w.tree(w.piece_trees, plan, i);
+        for (int64_t piece = 0; piece < sp.n_pieces; ++piece) {
+            const float *r = piece_result(seg, piece);
+            for (int64_t i = 0; i < n; ++i) {
+                const float *src = r + size_t(i) * plan.slot_floats;
+                std::copy(src, src + plan.slot_floats, trees[i].incoming());
+                trees[i].push();
+            }
+        }
+        for (int64_t i = 0; i < n; ++i) {
+            float *r = w.seg_result + size_t(i) * plan.slot_floats;
+            for (int64_t d = 0; d < P.DV; ++d) r[2 + d] = 0.0f;
+            trees[i].result(r[0], r[1], r + 2);
+        }
+        merge_into_state(P, plan, rows, n, w.seg_result);
+    }
+    merge_sinks(P, rows, n);
+}
+
+// A whole tile on one thread: every piece of every segment in order.
+void run_tile(const AttnProblem &P, const Plan &plan, const Tile &tile, float *scratch) {
+    TileScratch w(P, plan, scratch);
+    RowInfo rows[Plan::kTileRows];
+    tile_rows(P, plan, tile, rows, w.q);
+    finish_tile(P, plan, tile, rows, w, [&](size_t seg, int64_t piece) {
+        compute_piece(P, plan, tile, rows, w, seg, piece, w.piece_result);
+        return static_cast<const float *>(w.piece_result);
+    });
+}
+
+// Per-thread scratch kept between calls, so that a call in steady state allocates nothing. Grown (which may throw)
+// only before any output is written.
+std::vector<std::vector<float>> &worker_buffers() {
+    thread_local std::vector<std::vector<float>> buffers;
+    return buffers;
+}
+std::vector<float> &piece_buffer() {
+    thread_local std::vector<float> buffer;
+    return buffer;
+}
+
+void run(const AttnProblem &P, int ith, int nth) {
+    const Plan plan = make_plan(P);
+    const bool whole_call = nth == 0;
+    int workers = 1;
+    if (whole_call) {
+        workers = P.params.n_threads == 0 ? hardware_threads() : P.params.n_threads;
+        const int64_t items = plan.split ? int64_t(plan.tiles.size()) * plan.total_pieces : int64_t(plan.tiles.size());
+        workers = int(std::clamp<int64_t>(items, 1, workers));
+    }
+    auto &buffers = worker_buffers();
+    if (buffers.size() < size_t(workers)) buffers.resize(size_t(workers));
+    for (int i = 0; i < workers; ++i)
+        if (buffers[size_t(i)].size() < plan.tile_floats) buffers[size_t(i)].resize(plan.tile_floats);
+
+    if (!whole_call) { // part ith of nth: whole tiles on this thread
+        for (size_t t = size_t(ith); t < plan.tiles.size(); t += size_t(nth)) run_tile(P, plan, plan.tiles[t], buffers[0].data());
+        return;
+    }
+    if (!plan.split) {
+        parallel_for(plan.tiles.size(), workers,
+                     [&](size_t t, int worker) { run_tile(P, plan, plan.tiles[t], buffers[size_t(worker)].data()); });
+        return;
+    }
+    // Split: every (tile, piece) is a work item whose partial rows are stored; then each tile merges its pieces.
+    const size_t per_item = size_t(Plan::kTileRows) * plan.slot_floats;
+    auto &stored = piece_buffer();
+    const size_t need = plan.tiles.size() * size_t(plan.total_pieces) * per_item;
+    if (stored.size() < need) stored.resize(need);
+    auto item_result = [&](size_t t, int64_t g) { return stored.data() + (t * size_t(plan.total_pieces) + size_t(g)) * per_item; };
+    parallel_for(plan.tiles.size() * size_t(plan.total_pieces), workers, [&](size_t item, int worker) {
+        const size_t t = item / size_t(plan.total_pieces);
+        const int64_t g = int64_t(item % size_t(plan.total_pieces));
+        size_t seg = 0;
+        while (seg + 1 < plan.segments.size() && plan.segments[seg + 1].first_piece <= g) ++seg;
+        TileScratch w(P, plan, buffers[size_t(worker)].data());
+        RowInfo rows[Plan::kTileRows];
+        tile_rows(P, plan, plan.tiles[t], rows, w.q);
+        compute_piece(P, plan, plan.tiles[t], rows, w, seg, g - plan.segments[seg].first_piece, item_result(t, g));
+    });
+    parallel_for(plan.tiles.size(), workers, [&](size_t t, int worker) {
+        TileScratch w(P, plan, buffers[size_t(worker)].data());
+        RowInfo rows[Plan::kTileRows];
+        tile_rows(P, plan, plan.tiles[t], rows, w.q);
+        finish_tile(P, plan, plan.tiles[t], rows, w, [&](size_t seg, int64_t piece) {
+            return static_cast<const float *>(item_result(t, plan.segments[seg].first_piece + piece));
+        });
+    });
+}
+
+void check_part(int ith, int nth) {
+    if (nth < 1) fail("params", "nth", int64_t(nth), ">= 1");
+    if (ith < 0 || ith >= nth) fail("params", "ith", int64_t(ith), "in [0, nth) = [0, " + std::to_string(nth) + ")");
+}
+
+fst_segment single_segment(const fst_attn_params *p, const fst_tensor *k, const fst_tensor *v, const fst_tensor *mask) {
+    fst_segment g{};
+    g.k = k;
+    g.v = v;
+    g.mask = mask;
+    if (p != nullptr) {
+        g.kv_pos0 = p->kv_pos0;
+        g.kv_pos = p->kv_pos;
+    }
+    return g;
 }
 
 } // namespace
@@ -179,13 +340,34 @@ fst_attn_params fst_attn_default_params(void) {
 fst_status fst_attn_with_state(const fst_attn_params *p, const fst_tensor *q, const fst_tensor *k, const fst_tensor *v,
                                const fst_tensor *mask, const fst_tensor *sinks, fst_tensor *state, fst_tensor *out) {
     return guard("fst_attn_with_state", [&] {
-        const AttnProblem P = validate_attention(p, q, k, v, mask, sinks, state, out);
-        const Plan plan = make_plan(P);
-        // Everything that can fail (allocation) happens before the first write.
-        std::vector<std::vector<float>> scratch(size_t(plan.n_workers));
-        for (auto &buf : scratch) buf.resize(plan.scratch_floats);
-        parallel_for(plan.tiles.size(), plan.n_workers,
-                     [&](size_t t, int worker) { run_tile(P, plan, plan.tiles[t], scratch[size_t(worker)].data()); });
+        const fst_segment g = single_segment(p, k, v, mask);
+        run(validate_attention(p, q, &g, 1, sinks, state, out), 0, 0);
+    });
+}
+
+fst_status fst_attn_segments(const fst_attn_params *p, const fst_tensor *q, const fst_segment *segments,
+                             int64_t n_segments, const fst_tensor *sinks, fst_tensor *state, fst_tensor *out) {
+    return guard("fst_attn_segments", [&] { run(validate_attention(p, q, segments, n_segments, sinks, state, out), 0, 0); });
+}
+
+fst_status fst_attn_with_state_part(const fst_attn_params *p, const fst_tensor *q, const fst_tensor *k,
+                                    const fst_tensor *v, const fst_tensor *mask, const fst_tensor *sinks,
+                                    fst_tensor *state, fst_tensor *out, int ith, int nth) {
+    return guard("fst_attn_with_state_part", [&] {
+        const fst_segment g = single_segment(p, k, v, mask);
+        AttnProblem P = validate_attention(p, q, &g, 1, sinks, state, out);
+        check_part(ith, nth);
+        run(P, ith, nth);
+    });
+}
+
+fst_status fst_attn_segments_part(const fst_attn_params *p, const fst_tensor *q, const fst_segment *segments,
+                                  int64_t n_segments, const fst_tensor *sinks, fst_tensor *state, fst_tensor *out,
+                                  int ith, int nth) {
+    return guard("fst_attn_segments_part", [&] {
+        AttnProblem P = validate_attention(p, q, segments, n_segments, sinks, state, out);
+        check_part(ith, nth);
+        run(P, ith, nth);
     });
 }
 

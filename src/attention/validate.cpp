@@ -5,6 +5,7 @@
 
 #include <cmath>
 #include <string>
+#include <vector>
 
 namespace fst {
 
@@ -12,6 +13,7 @@ namespace {
 
 constexpr unsigned kDim1MayBeEmpty = 1u << 1; // k, v: n_kv == 0 is a valid (empty) segment
 constexpr unsigned kDim0MayBeEmpty = 1u << 0; // mask and kv_pos: ne[0] == n_kv
+constexpr int64_t kPosLimit = int64_t(1) << 60;
 
 std::string fstr(float x) { return std::to_string(x); }
 
@@ -28,10 +30,9 @@ void check_params(const fst_attn_params *p) {
     if (p->isa < FST_ISA_AUTO || p->isa > FST_ISA_AVX512)
         fail("params", "isa", int64_t(p->isa), "FST_ISA_AUTO (0), PORTABLE (1), AVX2 (2) or AVX512 (3)");
     if (p->precision != FST_PRECISION_EXACT) fail("params", "precision", int64_t(p->precision), "FST_PRECISION_EXACT (0)");
-    // Positions are int64; keep them far from overflow when an index is added.
-    const int64_t lim = int64_t(1) << 62;
-    if (p->q_pos0 < -lim || p->q_pos0 > lim) fail("params", "q_pos0", p->q_pos0, "within +-2^62");
-    if (p->kv_pos0 < -lim || p->kv_pos0 > lim) fail("params", "kv_pos0", p->kv_pos0, "within +-2^62");
+    // Positions are int64; keeping them within +-2^60 leaves room for every difference and index added to them.
+    if (p->q_pos0 < -kPosLimit || p->q_pos0 > kPosLimit) fail("params", "q_pos0", p->q_pos0, "within +-2^60");
+    if (p->window > kPosLimit) fail("params", "window", p->window, "<= 2^60");
 }
 
 // Positions: I32 [n, m] with n_seq % m == 0.
@@ -45,87 +46,119 @@ ByteRange check_positions(const char *name, const fst_tensor *t, int64_t n, cons
     return r;
 }
 
+
+
 } // namespace
 
-AttnProblem validate_attention(const fst_attn_params *p, const fst_tensor *q, const fst_tensor *k,
-                               const fst_tensor *v, const fst_tensor *mask, const fst_tensor *sinks,
-                               const fst_tensor *state, const fst_tensor *out) {
+AttnProblem validate_attention(const fst_attn_params *p, const fst_tensor *q, const fst_segment *segments,
+                               int64_t n_segments, const fst_tensor *sinks, const fst_tensor *state,
+                               const fst_tensor *out) {
     check_params(p);
-    const std::initializer_list<fst_type> kv_types = {FST_TYPE_F32, FST_TYPE_F16, FST_TYPE_BF16, FST_TYPE_Q8_0, FST_TYPE_Q4_0};
     AttnProblem P;
     P.params = *p;
     const ByteRange qb = check_view("q", q, {FST_TYPE_F32, FST_TYPE_F16, FST_TYPE_BF16});
-    const ByteRange kb = check_view("k", k, kv_types, kDim1MayBeEmpty);
-    const ByteRange vb = check_view("v", v, kv_types, kDim1MayBeEmpty);
     P.D = q->ne[0];
     P.n_q = q->ne[1];
     P.n_head = q->ne[2];
     P.n_seq = q->ne[3];
-    expect_extent("k", k, 0, P.D, "q.ne[0], D");
-    P.n_kv = k->ne[1];
-    P.n_head_kv = k->ne[2];
-    P.n_seq_kv = k->ne[3];
-    if (P.n_head % P.n_head_kv != 0)
-        fail("k", "ne[2]", P.n_head_kv, "a divisor of n_head = q.ne[2] = " + std::to_string(P.n_head) + " (GQA)");
-    if (P.n_seq % P.n_seq_kv != 0)
-        fail("k", "ne[3]", P.n_seq_kv, "a divisor of n_seq = q.ne[3] = " + std::to_string(P.n_seq));
-    expect_extent("v", v, 1, P.n_kv, "k.ne[1], n_kv");
-    expect_extent("v", v, 2, P.n_head_kv, "k.ne[2], n_head_kv");
-    expect_extent("v", v, 3, P.n_seq_kv, "k.ne[3], n_seq_kv");
-    P.DV = v->ne[0];
+    if (n_segments < 0) fail("segments", "count", n_segments, ">= 0");
+    if (n_segments > 0 && segments == nullptr) fail("segments", "pointer", "NULL", "an array of " + std::to_string(n_segments));
 
+    std::vector<ByteRange> inputs{qb};
+    std::vector<std::string> input_names{"q"};
+    P.segments.reserve(size_t(n_segments));
+    for (int64_t i = 0; i < n_segments; ++i) {
+        const fst_segment &g = segments[i];
+        // Single-segment calls keep the plain names (k, v, mask, kv_pos); otherwise name the segment.
+        const std::string pre = n_segments == 1 ? "" : "segments[" + std::to_string(i) + "].";
+        const std::string kn = pre + "k", vn = pre + "v", mn = pre + "mask", pn = pre + "kv_pos";
+        const std::initializer_list<fst_type> kv_types = {FST_TYPE_F32, FST_TYPE_F16, FST_TYPE_BF16, FST_TYPE_Q8_0, FST_TYPE_Q4_0};
+        const ByteRange kb = check_view(kn.c_str(), g.k, kv_types, kDim1MayBeEmpty);
+        const ByteRange vb = check_view(vn.c_str(), g.v, kv_types, kDim1MayBeEmpty);
+        const fst_tensor *k = g.k, *v = g.v;
+        expect_extent(kn.c_str(), k, 0, P.D, "q.ne[0], D");
+        if (i == 0) {
+            P.n_head_kv = k->ne[2];
+            P.n_seq_kv = k->ne[3];
+            if (P.n_head % P.n_head_kv != 0)
+                fail(kn, "ne[2]", P.n_head_kv, "a divisor of n_head = q.ne[2] = " + std::to_string(P.n_head) + " (GQA)");
+            if (P.n_seq % P.n_seq_kv != 0)
+                fail(kn, "ne[3]", P.n_seq_kv, "a divisor of n_seq = q.ne[3] = " + std::to_string(P.n_seq));
+            P.DV = v->ne[0];
+        } else {
+            expect_extent(kn.c_str(), k, 2, P.n_head_kv, "segments[0].k.ne[2], n_head_kv");
+            expect_extent(kn.c_str(), k, 3, P.n_seq_kv, "segments[0].k.ne[3], n_seq_kv");
+            expect_extent(vn.c_str(), v, 0, P.DV, "segments[0].v.ne[0], DV");
+        }
+        Segment S;
+        S.n_kv = k->ne[1];
+        expect_extent(vn.c_str(), v, 1, S.n_kv, kn + ".ne[1], n_kv");
+        expect_extent(vn.c_str(), v, 2, P.n_head_kv, kn + ".ne[2], n_head_kv");
+        expect_extent(vn.c_str(), v, 3, P.n_seq_kv, kn + ".ne[3], n_seq_kv");
+        inputs.push_back(kb);
+        input_names.push_back(kn);
+        inputs.push_back(vb);
+        input_names.push_back(vn);
+        if (g.mask != nullptr) {
+            const fst_tensor *mask = g.mask;
+            inputs.push_back(check_view(mn.c_str(), mask, {FST_TYPE_F16, FST_TYPE_F32}, kDim0MayBeEmpty));
+            input_names.push_back(mn);
+            expect_extent(mn.c_str(), mask, 0, S.n_kv, kn + ".ne[1], n_kv of this segment");
+            if (mask->ne[1] < P.n_q)
+                fail(mn, "ne[1]", mask->ne[1], ">= " + std::to_string(P.n_q) + " (q.ne[1], n_q: one row per query row)");
+            if (P.n_head % mask->ne[2] != 0)
+                fail(mn, "ne[2]", mask->ne[2], "a divisor of n_head = " + std::to_string(P.n_head) + " (broadcast over heads)");
+            if (P.n_seq % mask->ne[3] != 0)
+                fail(mn, "ne[3]", mask->ne[3], "a divisor of n_seq = " + std::to_string(P.n_seq) + " (broadcast over sequences)");
+            S.mask = *mask;
+            S.has_mask = true;
+        }
+        if (g.kv_pos != nullptr) {
+            inputs.push_back(check_positions(pn.c_str(), g.kv_pos, S.n_kv, "n_kv", P.n_seq, kDim0MayBeEmpty));
+            input_names.push_back(pn);
+            S.kv_pos = *g.kv_pos;
+            S.has_kv_pos = true;
+        }
+        if (g.kv_pos0 < -kPosLimit || g.kv_pos0 > kPosLimit)
+            fail(pre.empty() ? "params" : pre + "segment", "kv_pos0", g.kv_pos0, "within +-2^60");
+        S.kv_pos0 = g.kv_pos0;
+        S.k = *k;
+        S.v = *v;
+        P.segments.push_back(S);
+    }
+
+    if (n_segments == 0) { // only sinks (if any) to merge; any GQA shape fits
+        P.n_head_kv = 1;
+        P.n_seq_kv = 1;
+    }
     const StatePair sp = check_state_pair(state, out);
-    expect_extent("out", out, 0, P.DV, "v.ne[0], DV");
+    if (n_segments > 0) expect_extent("out", out, 0, P.DV, "v.ne[0], DV");
+    P.DV = out->ne[0];
     expect_extent("state", state, 1, P.n_head, "q.ne[2], n_head");
     expect_extent("state", state, 2, P.n_q, "q.ne[1], n_q");
     expect_extent("state", state, 3, P.n_seq, "q.ne[3], n_seq");
 
-    ByteRange inputs[6] = {qb, kb, vb, {}, {}, {}};
-    const char *input_names[6] = {"q", "k", "v", "mask", "sinks", "positions"};
-    if (mask != nullptr) {
-        inputs[3] = check_view("mask", mask, {FST_TYPE_F16, FST_TYPE_F32}, kDim0MayBeEmpty);
-        expect_extent("mask", mask, 0, P.n_kv, "k.ne[1], n_kv of this segment");
-        if (mask->ne[1] < P.n_q)
-            fail("mask", "ne[1]", mask->ne[1], ">= " + std::to_string(P.n_q) + " (q.ne[1], n_q: one row per query row)");
-        if (P.n_head % mask->ne[2] != 0)
-            fail("mask", "ne[2]", mask->ne[2], "a divisor of n_head = " + std::to_string(P.n_head) + " (broadcast over heads)");
-        if (P.n_seq % mask->ne[3] != 0)
-            fail("mask", "ne[3]", mask->ne[3], "a divisor of n_seq = " + std::to_string(P.n_seq) + " (broadcast over sequences)");
-        P.mask = *mask;
-        P.has_mask = true;
-    }
     if (sinks != nullptr) {
-        inputs[4] = check_view("sinks", sinks, {FST_TYPE_F32});
+        inputs.push_back(check_view("sinks", sinks, {FST_TYPE_F32}));
+        input_names.push_back("sinks");
         expect_extent("sinks", sinks, 0, P.n_head, "q.ne[2], n_head");
         for (int i = 1; i < 4; ++i) expect_extent("sinks", sinks, i, 1, "sinks is [n_head]");
         P.sinks = *sinks;
         P.has_sinks = true;
     }
-    ByteRange pos_ranges[2];
     if (p->q_pos != nullptr) {
-        pos_ranges[0] = check_positions("q_pos", p->q_pos, P.n_q, "n_q", P.n_seq, 0);
+        inputs.push_back(check_positions("q_pos", p->q_pos, P.n_q, "n_q", P.n_seq, 0));
+        input_names.push_back("q_pos");
         P.q_pos = *p->q_pos;
         P.has_q_pos = true;
     }
-    if (p->kv_pos != nullptr) {
-        pos_ranges[1] = check_positions("kv_pos", p->kv_pos, P.n_kv, "n_kv", P.n_seq, kDim0MayBeEmpty);
-        P.kv_pos = *p->kv_pos;
-        P.has_kv_pos = true;
-    }
 
     // state and out are written: they must not overlap anything that is read.
-    for (int i = 0; i < 5; ++i) {
-        expect_disjoint("out", sp.out_bytes, input_names[i], inputs[i]);
-        expect_disjoint("state", sp.state_bytes, input_names[i], inputs[i]);
-    }
-    const char *pos_names[2] = {"q_pos", "kv_pos"};
-    for (int i = 0; i < 2; ++i) {
-        expect_disjoint("out", sp.out_bytes, pos_names[i], pos_ranges[i]);
-        expect_disjoint("state", sp.state_bytes, pos_names[i], pos_ranges[i]);
+    for (size_t i = 0; i < inputs.size(); ++i) {
+        expect_disjoint("out", sp.out_bytes, input_names[i].c_str(), inputs[i]);
+        expect_disjoint("state", sp.state_bytes, input_names[i].c_str(), inputs[i]);
     }
     P.q = *q;
-    P.k = *k;
-    P.v = *v;
     P.state = *state;
     P.out = *out;
     return P;

@@ -17,12 +17,22 @@ fst_isa isa_from_env() {
     return FST_ISA_AUTO; // an unknown value changes nothing
 }
 
-// The best level this build and CPU support. Only the portable kernels exist so far.
-fst_isa cpu_isa() { return FST_ISA_PORTABLE; }
+// The best level this CPU (and its OS, which __builtin_cpu_supports also checks) supports.
+fst_isa cpu_isa() {
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
+        __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c"))
+        return FST_ISA_AVX512;
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c"))
+        return FST_ISA_AVX2;
+    return FST_ISA_PORTABLE;
+}
 
 const KernelTable &table_for(fst_isa isa) {
     switch (isa) {
-    case FST_ISA_AUTO: case FST_ISA_PORTABLE: case FST_ISA_AVX2: case FST_ISA_AVX512: break;
+    case FST_ISA_AVX512: return avx512_kernels();
+    case FST_ISA_AVX2: return avx2_kernels();
+    case FST_ISA_AUTO: case FST_ISA_PORTABLE: break;
     }
     return portable_kernels();
 }

@@ -13,8 +13,9 @@ namespace fst::kernels {
 constexpr int64_t kChunkKeys = 256;
 
 // Attend n_rows query rows (F32, already converted) to the keys [0, n_keys) of one KV head and sequence.
+// Row i sees key j when lo[i] <= j < hi[i] and bias (if any) is not -inf there.
 // Output per row: the chunk's own unnormalized state m (max logit, -inf if nothing visible), s = sum exp(x - m),
-// acc = sum exp(x - m) * v. A hidden key (bias -inf) contributes nothing, and its K/V bytes do not affect any
+// acc = sum exp(x - m) * v. A hidden key contributes nothing to a row, and its K/V bytes do not affect that row's
 // output, even if they hold NaN.
 struct ChunkArgs {
     int64_t D = 0, DV = 0;
@@ -26,6 +27,7 @@ struct ChunkArgs {
     int64_t n_keys = 0;                // 1..kChunkKeys
     int64_t n_rows = 0;
     const float *q = nullptr;    // n_rows x D, row stride D
+    const int32_t *lo = nullptr, *hi = nullptr; // n_rows each: the visible key range (from the virtual mask)
     const float *bias = nullptr; // n_rows x n_keys (row stride bias_stride), added after softcap; nullptr = all zero
     int64_t bias_stride = 0;
     float *m = nullptr, *s = nullptr; // n_rows each
@@ -38,6 +40,7 @@ struct KernelTable {
     const char *name;
     void (*attend_chunk)(const ChunkArgs &);
     size_t (*scratch_floats)(int64_t D, int64_t DV, int64_t n_rows);
+    bool (*supports)(int64_t D, int64_t DV); // shapes this table's kernels handle; others run the portable kernel
 };
 
 // The table for an ISA request (AUTO: the best this CPU has, lowered by FLASHSTATE_ISA). Never fails: a level the
@@ -45,7 +48,10 @@ struct KernelTable {
 const KernelTable &select_kernels(fst_isa requested);
 fst_isa best_isa();
 
-// Per-ISA tables (each defined in its own folder).
+// Per-ISA tables (each defined in its own folder). The SIMD tables return nullptr from attend_chunk's selector when
+// a shape is outside what they handle (see supports), and the caller then uses the portable kernel.
 const KernelTable &portable_kernels();
+const KernelTable &avx2_kernels();
+const KernelTable &avx512_kernels();
 
 } // namespace fst::kernels

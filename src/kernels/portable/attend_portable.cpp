@@ -36,9 +36,10 @@ void attend_chunk(const ChunkArgs &a) {
     for (int64_t j0 = 0; j0 < a.n_keys; j0 += kBlockKeys) {
         const int64_t nb = std::min(kBlockKeys, a.n_keys - j0);
         // Skip a block that no row can see: its bytes are then never read.
-        bool any_visible = a.bias == nullptr;
+        bool any_visible = false;
         for (int64_t i = 0; i < a.n_rows && !any_visible; ++i)
-            for (int64_t j = 0; j < nb && !any_visible; ++j) any_visible = a.bias[i * a.bias_stride + j0 + j] != neg_inf;
+            for (int64_t j = std::max<int64_t>(j0, a.lo[i]); j < std::min<int64_t>(j0 + nb, a.hi[i]) && !any_visible; ++j)
+                any_visible = a.bias == nullptr || a.bias[i * a.bias_stride + j] != neg_inf;
         if (!any_visible) continue;
         for (int64_t j = 0; j < nb; ++j) {
             row_to_f32(a.k_type, a.k + size_t(j0 + j) * a.k_stride, kf + j * a.D, a.D);
@@ -49,7 +50,7 @@ void attend_chunk(const ChunkArgs &a) {
             const float *bias = a.bias ? a.bias + i * a.bias_stride + j0 : nullptr;
             float block_max = neg_inf;
             for (int64_t j = 0; j < nb; ++j) {
-                if (bias && bias[j] == neg_inf) {
+                if (j0 + j < a.lo[i] || j0 + j >= a.hi[i] || (bias && bias[j] == neg_inf)) {
                     x[j] = neg_inf; // hidden: never computed, so NaN in its K cannot leak in
                     continue;
                 }
@@ -82,11 +83,12 @@ void attend_chunk(const ChunkArgs &a) {
 }
 
 size_t scratch_floats(int64_t D, int64_t DV, int64_t) { return size_t(kBlockKeys * (D + DV) + kBlockKeys); }
+bool supports(int64_t, int64_t) { return true; }
 
 } // namespace
 
 const KernelTable &portable_kernels() {
-    static const KernelTable table{FST_ISA_PORTABLE, "portable", attend_chunk, scratch_floats};
+    static const KernelTable table{FST_ISA_PORTABLE, "portable", attend_chunk, scratch_floats, supports};
     return table;
 }
 

@@ -1,0 +1,14 @@
+// AVX2 kernels: the shared SIMD kernel instantiated with AVX2 vectors. Compiled with AVX2/FMA/F16C flags; only
+// reached through dispatch after CPUID says the CPU has them.
+#include "kernels/avx2/vec_avx2.h"
+#include "kernels/simd/attend_simd.h"
+
+namespace fst::kernels {
+
+const KernelTable &avx2_kernels() {
+    static const KernelTable table{FST_ISA_AVX2, "avx2", simd::attend_chunk<avx2::Vec>, simd::scratch_floats<avx2::Vec>,
+                                   simd::supports<avx2::Vec>};
+    return table;
+}
+
+} // namespace fst::kernels

@@ -1,0 +1,92 @@
+// AVX2 + FMA + F16C vector operations for the shared SIMD kernel (kernels/simd/attend_simd.h).
+// Only files compiled with AVX2 flags include this.
+#pragma once
+
+#include <immintrin.h>
+
+#include <cstdint>
+#include <cstring>
+
+namespace fst::kernels::avx2 {
+
+struct Vec {
+    using V = __m256;
+    static constexpr int W = 8;
+    static constexpr int kQkKeys = 2;   // keys per QK step (x 4 rows = 8 accumulators of 16 registers)
+    static constexpr int kPvChunks = 2; // DV vectors per PV pass (x 4 rows = 8 accumulators)
+
+    static V zero() { return _mm256_setzero_ps(); }
+    static V set1(float x) { return _mm256_set1_ps(x); }
+    static V load(const float *p) { return _mm256_loadu_ps(p); }
+    static void store(float *p, V v) { _mm256_storeu_ps(p, v); }
+    static V add(V a, V b) { return _mm256_add_ps(a, b); }
+    static V mul(V a, V b) { return _mm256_mul_ps(a, b); }
+    static V fma(V a, V b, V c) { return _mm256_fmadd_ps(a, b, c); }
+    static float reduce_add(V a) {
+        __m128 s = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
+        s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+        s = _mm_add_ss(s, _mm_movehdup_ps(s));
+        return _mm_cvtss_f32(s);
+    }
+
+    static V load_f32(const unsigned char *row, int64_t c) { return _mm256_loadu_ps(reinterpret_cast<const float *>(row) + c * W); }
+    static V load_f16(const unsigned char *row, int64_t c) {
+        return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i *>(row + c * W * 2)));
+    }
+    static V load_bf16(const unsigned char *row, int64_t c) {
+        const __m256i w = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i *>(row + c * W * 2)));
+        return _mm256_castsi256_ps(_mm256_slli_epi32(w, 16));
+    }
+    static float block_scale(const unsigned char *block) {
+        uint16_t h;
+        std::memcpy(&h, block, 2);
+        return _cvtsh_ss(h);
+    }
+    // Q8_0: chunk c is quarter c % 4 of block c / 4.
+    static V load_q8_0(const unsigned char *row, int64_t c) {
+        const unsigned char *b = row + (c >> 2) * 34;
+        const __m256i q = _mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i *>(b + 2 + (c & 3) * 8)));
+        return _mm256_mul_ps(_mm256_set1_ps(block_scale(b)), _mm256_cvtepi32_ps(q));
+    }
+    // Q4_0: quarters 0, 1 are the low nibbles of bytes 0..7, 8..15; quarters 2, 3 the high nibbles.
+    static V load_q4_0(const unsigned char *row, int64_t c) {
+        const unsigned char *b = row + (c >> 2) * 18;
+        __m128i bytes = _mm_loadl_epi64(reinterpret_cast<const __m128i *>(b + 2 + (c & 1) * 8));
+        if (c & 2) bytes = _mm_srli_epi16(bytes, 4);
+        bytes = _mm_and_si128(bytes, _mm_set1_epi8(0x0f));
+        const __m256i q = _mm256_sub_epi32(_mm256_cvtepu8_epi32(bytes), _mm256_set1_epi32(8));
+        return _mm256_mul_ps(_mm256_set1_ps(block_scale(b)), _mm256_cvtepi32_ps(q));
+    }
+
+    // out[i] = sum of the lanes of the i-th argument (lanes of different arguments never mix).
+    static void reduce4(V a, V b, V c, V d, float *out) {
+        const V ab = _mm256_hadd_ps(a, b);  // a01 a23 b01 b23 | a45 a67 b45 b67
+        const V cd = _mm256_hadd_ps(c, d);
+        const V x = _mm256_hadd_ps(ab, cd); // a0-3 b0-3 c0-3 d0-3 | a4-7 b4-7 c4-7 d4-7
+        _mm_storeu_ps(out, _mm_add_ps(_mm256_castps256_ps128(x), _mm256_extractf128_ps(x, 1)));
+    }
+
+    // e^x as in the AVX-512 version; 2^n is built in the exponent bits, and inputs below -87 return 0 (the
+    // smallest normal float is e^-87.3; the kernels only use e^x for weights relative to the running max).
+    static V exp(V x) {
+        const V tiny = _mm256_cmp_ps(x, _mm256_set1_ps(-87.0f), _CMP_LT_OQ);
+        x = _mm256_max_ps(x, _mm256_set1_ps(-87.0f));
+        x = _mm256_min_ps(x, _mm256_set1_ps(88.0f));
+        const V n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+        V r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693145751953125f), x);
+        r = _mm256_fnmadd_ps(n, _mm256_set1_ps(1.428606765330187045e-06f), r);
+        V p = _mm256_set1_ps(1.0f / 5040.0f);
+        p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 720.0f));
+        p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 120.0f));
+        p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 24.0f));
+        p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 6.0f));
+        p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(0.5f));
+        p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
+        p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
+        // n in [-126, 127] here: scale by building 2^n in the exponent field.
+        const __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+        return _mm256_andnot_ps(tiny, _mm256_mul_ps(p, _mm256_castsi256_ps(e)));
+    }
+};
+
+} // namespace fst::kernels::avx2

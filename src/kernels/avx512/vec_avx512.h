@@ -1,0 +1,91 @@
+// AVX-512 (F, BW, VL, DQ) vector operations for the shared SIMD kernel (kernels/simd/attend_simd.h).
+// Only files compiled with AVX-512 flags include this.
+#pragma once
+
+#include <immintrin.h>
+
+#include <cstdint>
+#include <cstring>
+
+namespace fst::kernels::avx512 {
+
+struct Vec {
+    using V = __m512;
+    static constexpr int W = 16;       // floats per vector
+    static constexpr int kQkKeys = 4;  // keys per QK step (x 4 rows = 16 accumulators)
+    static constexpr int kPvChunks = 4; // DV vectors per PV pass (x 4 rows = 16 accumulators)
+
+    static V zero() { return _mm512_setzero_ps(); }
+    static V set1(float x) { return _mm512_set1_ps(x); }
+    static V load(const float *p) { return _mm512_loadu_ps(p); }
+    static void store(float *p, V v) { _mm512_storeu_ps(p, v); }
+    static V add(V a, V b) { return _mm512_add_ps(a, b); }
+    static V mul(V a, V b) { return _mm512_mul_ps(a, b); }
+    static V fma(V a, V b, V c) { return _mm512_fmadd_ps(a, b, c); }
+    static float reduce_add(V a) { return _mm512_reduce_add_ps(a); }
+
+    // Element c*W .. c*W+15 of a row, converted exactly to F32.
+    static V load_f32(const unsigned char *row, int64_t c) { return _mm512_loadu_ps(reinterpret_cast<const float *>(row) + c * W); }
+    static V load_f16(const unsigned char *row, int64_t c) {
+        return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i *>(row + c * W * 2)));
+    }
+    static V load_bf16(const unsigned char *row, int64_t c) {
+        const __m512i w = _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i *>(row + c * W * 2)));
+        return _mm512_castsi512_ps(_mm512_slli_epi32(w, 16));
+    }
+    static float block_scale(const unsigned char *block) {
+        uint16_t h;
+        std::memcpy(&h, block, 2);
+        return _cvtsh_ss(h);
+    }
+    // Q8_0: 34-byte blocks; chunk c is half c % 2 of block c / 2.
+    static V load_q8_0(const unsigned char *row, int64_t c) {
+        const unsigned char *b = row + (c >> 1) * 34;
+        const __m512i q = _mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i *>(b + 2 + (c & 1) * 16)));
+        return _mm512_mul_ps(_mm512_set1_ps(block_scale(b)), _mm512_cvtepi32_ps(q));
+    }
+    // Q4_0: 18-byte blocks; elements 0..15 are the low nibbles of the 16 bytes, 16..31 the high nibbles.
+    static V load_q4_0(const unsigned char *row, int64_t c) {
+        const unsigned char *b = row + (c >> 1) * 18;
+        __m128i bytes = _mm_loadu_si128(reinterpret_cast<const __m128i *>(b + 2));
+        if (c & 1) bytes = _mm_srli_epi16(bytes, 4);
+        bytes = _mm_and_si128(bytes, _mm_set1_epi8(0x0f));
+        const __m512i q = _mm512_sub_epi32(_mm512_cvtepu8_epi32(bytes), _mm512_set1_epi32(8));
+        return _mm512_mul_ps(_mm512_set1_ps(block_scale(b)), _mm512_cvtepi32_ps(q));
+    }
+
+    // out[i] = sum of the lanes of the i-th argument. Lanes of different arguments never mix, so a NaN in one
+    // accumulator stays in its own sum.
+    static void reduce4(V a, V b, V c, V d, float *out) {
+        const V ab = _mm512_add_ps(_mm512_shuffle_f32x4(a, b, 0x44), _mm512_shuffle_f32x4(a, b, 0xEE));
+        const V cd = _mm512_add_ps(_mm512_shuffle_f32x4(c, d, 0x44), _mm512_shuffle_f32x4(c, d, 0xEE));
+        V x = _mm512_add_ps(_mm512_shuffle_f32x4(ab, cd, 0x88), _mm512_shuffle_f32x4(ab, cd, 0xDD));
+        // Each 128-bit lane now holds four partial sums of one argument.
+        x = _mm512_add_ps(x, _mm512_permute_ps(x, 0x4E));
+        x = _mm512_add_ps(x, _mm512_permute_ps(x, 0xB1));
+        const __m128 r = _mm512_castps512_ps128(_mm512_permutexvar_ps(_mm512_setr_epi32(0, 4, 8, 12, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0), x));
+        _mm_storeu_ps(out, r);
+    }
+
+    // e^x for x <= 0 (and moderately positive x): x = n ln2 + r, |r| <= ln2 / 2, e^r by a degree-7 Taylor
+    // polynomial (truncation < 5e-9 relative), 2^n applied by scalef, which underflows gracefully to 0.
+    // Maximum relative error measured against double exp over [-87, 10]: see tests/test_kernels.cpp.
+    static V exp(V x) {
+        x = _mm512_max_ps(x, _mm512_set1_ps(-104.0f));
+        x = _mm512_min_ps(x, _mm512_set1_ps(88.0f));
+        const V n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+        V r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693145751953125f), x);
+        r = _mm512_fnmadd_ps(n, _mm512_set1_ps(1.428606765330187045e-06f), r);
+        V p = _mm512_set1_ps(1.0f / 5040.0f);
+        p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 720.0f));
+        p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 120.0f));
+        p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 24.0f));
+        p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 6.0f));
+        p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5f));
+        p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+        p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+        return _mm512_scalef_ps(p, n);
+    }
+};
+
+} // namespace fst::kernels::avx512

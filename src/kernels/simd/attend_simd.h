@@ -1,0 +1,205 @@
+// The SIMD attention kernel, written once over a vector-operations struct (Vec: AVX2 or AVX-512) and compiled
+// per ISA by kernels/<isa>/attend_<isa>.cpp, each in its own namespace, with that ISA's flags.
+//
+// Work of one call: n_rows query rows (at most 4 at a time: "row groups") against up to kChunkKeys keys of one KV
+// head, in blocks of 16 keys. Each K and V row of a block is read and converted (F16/BF16 widened, Q8_0/Q4_0
+// dequantized) in registers once per row group and used for all its rows — in decode a row group is the GQA
+// group, so each KV row is read once for all of its query heads. Per block: logits for all (row, key) pairs,
+// one online-softmax rescale per row, then the weighted V sum.
+#pragma once
+
+#include "kernels/kernel.h"
+
+#include <cmath>
+#include <cstdint>
+#include <limits>
+
+namespace fst::kernels::simd {
+// Internal linkage: each ISA's file gets its own copies, so the linker can never pick a copy compiled for a wider ISA
+// for use elsewhere (which is also why no std:: algorithm templates are used here).
+namespace {
+
+constexpr int kRowsPerGroup = 4;
+inline int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
+inline int64_t max64(int64_t a, int64_t b) { return a > b ? a : b; }
+inline float maxf(float a, float b) { return a > b ? a : b; }
+constexpr int kBlockKeys = 16;
+
+template <class Vec, fst_type T> inline typename Vec::V load_row_chunk(const unsigned char *row, int64_t c) {
+    if constexpr (T == FST_TYPE_F32) return Vec::load_f32(row, c);
+    else if constexpr (T == FST_TYPE_F16) return Vec::load_f16(row, c);
+    else if constexpr (T == FST_TYPE_BF16) return Vec::load_bf16(row, c);
+    else if constexpr (T == FST_TYPE_Q8_0) return Vec::load_q8_0(row, c);
+    else return Vec::load_q4_0(row, c);
+}
+
+// Raw dot products x[r][j] = q_r . k_j for the keys of `keys` (a bit set over the block) and NR rows.
+template <class Vec, int NR, fst_type KT>
+void block_logits(const ChunkArgs &a, const float *q, int64_t j0, uint32_t keys, float x[][kBlockKeys]) {
+    using V = typename Vec::V;
+    constexpr int K = Vec::kQkKeys;
+    const int64_t n_chunks = a.D / Vec::W;
+    int idx[kBlockKeys];
+    int n = 0;
+    for (uint32_t b = keys; b; b &= b - 1) idx[n++] = __builtin_ctz(b);
+    for (int t = 0; t < n; t += K) {
+        const int nk = K < n - t ? K : n - t;
+        const unsigned char *krow[K];
+        for (int u = 0; u < K; ++u) krow[u] = a.k + size_t(j0 + idx[t + (u < nk ? u : nk - 1)]) * a.k_stride;
+        V acc[K][kRowsPerGroup];
+        for (int u = 0; u < K; ++u)
+            for (int r = 0; r < kRowsPerGroup; ++r) acc[u][r] = Vec::zero();
+        for (int64_t c = 0; c < n_chunks; ++c) {
+            V qv[NR];
+            for (int r = 0; r < NR; ++r) qv[r] = Vec::load(q + r * a.D + c * Vec::W);
+            for (int u = 0; u < K; ++u) {
+                const V kv = load_row_chunk<Vec, KT>(krow[u], c);
+                for (int r = 0; r < NR; ++r) acc[u][r] = Vec::fma(qv[r], kv, acc[u][r]);
+            }
+        }
+        for (int u = 0; u < nk; ++u) {
+            float sums[4];
+            Vec::reduce4(acc[u][0], acc[u][1], acc[u][2], acc[u][3], sums);
+            for (int r = 0; r < NR; ++r) x[r][idx[t + u]] = sums[r];
+        }
+    }
+}
+
+// acc_r = acc_r * alpha_r + sum_j p[r][j] v_j over the keys in `keys`; a key hidden from row r (bit clear in vis[r])
+// is never multiplied into acc_r, so NaN in its V cannot reach that row.
+template <class Vec, int NR, fst_type VT>
+void block_values(const ChunkArgs &a, float *acc, int64_t j0, uint32_t keys, const uint32_t *vis,
+                  const float p[][kBlockKeys], const float *alpha) {
+    using V = typename Vec::V;
+    constexpr int G = Vec::kPvChunks;
+    const int64_t n_chunks = a.DV / Vec::W;
+    uint32_t all_rows = keys;
+    for (int r = 0; r < NR; ++r) all_rows &= vis[r];
+    for (int64_t c0 = 0; c0 < n_chunks; c0 += G) {
+        const int g = int(min64(G, n_chunks - c0));
+        V o[kRowsPerGroup][G];
+        for (int r = 0; r < NR; ++r) {
+            const V al = Vec::set1(alpha[r]);
+            for (int u = 0; u < g; ++u) o[r][u] = Vec::mul(Vec::load(acc + r * a.DV + (c0 + u) * Vec::W), al);
+        }
+        for (uint32_t b = keys; b; b &= b - 1) {
+            const int j = __builtin_ctz(b);
+            const unsigned char *vrow = a.v + size_t(j0 + j) * a.v_stride;
+            V vv[G];
+            for (int u = 0; u < g; ++u) vv[u] = load_row_chunk<Vec, VT>(vrow, c0 + u);
+            const bool every_row = (all_rows >> j) & 1u;
+            for (int r = 0; r < NR; ++r) {
+                if (!every_row && !((vis[r] >> j) & 1u)) continue;
+                const V pv = Vec::set1(p[r][j]);
+                for (int u = 0; u < g; ++u) o[r][u] = Vec::fma(pv, vv[u], o[r][u]);
+            }
+        }
+        for (int r = 0; r < NR; ++r)
+            for (int u = 0; u < g; ++u) Vec::store(acc + r * a.DV + (c0 + u) * Vec::W, o[r][u]);
+    }
+}
+
+template <class Vec, int NR, fst_type KT, fst_type VT> void attend_rows(const ChunkArgs &a, int64_t r0) {
+    constexpr float neg_inf = -std::numeric_limits<float>::infinity();
+    const float *q = a.q + r0 * a.D;
+    float *m = a.m + r0, *s = a.s + r0, *acc = a.acc + r0 * a.DV;
+    for (int64_t j0 = 0; j0 < a.n_keys; j0 += kBlockKeys) {
+        const int nb = int(min64(kBlockKeys, a.n_keys - j0));
+        // Which keys of the block each row sees.
+        uint32_t vis[kRowsPerGroup] = {0, 0, 0, 0}, any = 0;
+        for (int r = 0; r < NR; ++r) {
+            const int64_t lo = max64(a.lo[r0 + r] - j0, 0), hi = min64(a.hi[r0 + r] - j0, nb);
+            uint32_t bits = hi > lo ? (uint32_t((uint64_t(1) << hi) - 1) & ~uint32_t((uint64_t(1) << lo) - 1)) : 0u;
+            if (a.bias)
+                for (uint32_t b = bits; b; b &= b - 1) {
+                    const int j = __builtin_ctz(b);
+                    if (a.bias[(r0 + r) * a.bias_stride + j0 + j] == neg_inf) bits &= ~(1u << j);
+                }
+            vis[r] = bits;
+            any |= bits;
+        }
+        if (any == 0) continue;
+
+        alignas(64) float x[kRowsPerGroup][kBlockKeys];
+        alignas(64) float p[kRowsPerGroup][kBlockKeys];
+        block_logits<Vec, NR, KT>(a, q, j0, any, x);
+
+        float alpha[kRowsPerGroup];
+        for (int r = 0; r < NR; ++r) {
+            alpha[r] = 1.0f;
+            float block_max = neg_inf;
+            for (int j = 0; j < kBlockKeys; ++j) {
+                if (!((vis[r] >> j) & 1u)) {
+                    x[r][j] = neg_inf;
+                    continue;
+                }
+                float xj = a.scale * x[r][j];
+                if (a.softcap > 0.0f) xj = a.softcap * std::tanh(xj / a.softcap);
+                if (a.bias) xj += a.bias[(r0 + r) * a.bias_stride + j0 + j];
+                x[r][j] = xj;
+                block_max = maxf(block_max, xj);
+            }
+            if (vis[r] == 0 || block_max == neg_inf) {
+                vis[r] = 0;
+                for (int j = 0; j < kBlockKeys; ++j) p[r][j] = 0.0f;
+                continue;
+            }
+            const float m_new = maxf(m[r], block_max);
+            alpha[r] = s[r] != 0.0f ? std::exp(m[r] - m_new) : 0.0f;
+            m[r] = m_new;
+            const typename Vec::V mv = Vec::set1(m_new);
+            for (int j = 0; j < kBlockKeys; j += Vec::W)
+                Vec::store(&p[r][j], Vec::exp(Vec::add(Vec::load(&x[r][j]), Vec::mul(mv, Vec::set1(-1.0f)))));
+            typename Vec::V sum = Vec::zero();
+            for (int j = 0; j < kBlockKeys; ++j)
+                if (!((vis[r] >> j) & 1u)) p[r][j] = 0.0f; // exactly 0, whatever exp(-inf) gave
+            for (int j = 0; j < kBlockKeys; j += Vec::W) sum = Vec::add(sum, Vec::load(&p[r][j]));
+            s[r] = s[r] * alpha[r] + Vec::reduce_add(sum);
+        }
+        block_values<Vec, NR, VT>(a, acc, j0, any, vis, p, alpha);
+    }
+}
+
+template <class Vec, int NR, fst_type KT> void attend_rows_v(const ChunkArgs &a, int64_t r0) {
+    switch (a.v_type) {
+    case FST_TYPE_F32: return attend_rows<Vec, NR, KT, FST_TYPE_F32>(a, r0);
+    case FST_TYPE_F16: return attend_rows<Vec, NR, KT, FST_TYPE_F16>(a, r0);
+    case FST_TYPE_BF16: return attend_rows<Vec, NR, KT, FST_TYPE_BF16>(a, r0);
+    case FST_TYPE_Q8_0: return attend_rows<Vec, NR, KT, FST_TYPE_Q8_0>(a, r0);
+    default: return attend_rows<Vec, NR, KT, FST_TYPE_Q4_0>(a, r0);
+    }
+}
+
+template <class Vec, int NR> void attend_rows_kv(const ChunkArgs &a, int64_t r0) {
+    switch (a.k_type) {
+    case FST_TYPE_F32: return attend_rows_v<Vec, NR, FST_TYPE_F32>(a, r0);
+    case FST_TYPE_F16: return attend_rows_v<Vec, NR, FST_TYPE_F16>(a, r0);
+    case FST_TYPE_BF16: return attend_rows_v<Vec, NR, FST_TYPE_BF16>(a, r0);
+    case FST_TYPE_Q8_0: return attend_rows_v<Vec, NR, FST_TYPE_Q8_0>(a, r0);
+    default: return attend_rows_v<Vec, NR, FST_TYPE_Q4_0>(a, r0);
+    }
+}
+
+template <class Vec> void attend_chunk(const ChunkArgs &a) {
+    for (int64_t i = 0; i < a.n_rows; ++i) {
+        a.m[i] = -std::numeric_limits<float>::infinity();
+        a.s[i] = 0.0f;
+        for (int64_t c = 0; c < a.DV; ++c) a.acc[i * a.DV + c] = 0.0f;
+    }
+    for (int64_t r0 = 0; r0 < a.n_rows; r0 += kRowsPerGroup) {
+        switch (min64(kRowsPerGroup, a.n_rows - r0)) {
+        case 1: attend_rows_kv<Vec, 1>(a, r0); break;
+        case 2: attend_rows_kv<Vec, 2>(a, r0); break;
+        case 3: attend_rows_kv<Vec, 3>(a, r0); break;
+        default: attend_rows_kv<Vec, 4>(a, r0); break;
+        }
+    }
+}
+
+template <class Vec> size_t scratch_floats(int64_t, int64_t, int64_t) { return 0; }
+
+// D and DV must be whole vectors (and quantized rows whole blocks, which validation already ensures).
+template <class Vec> bool supports(int64_t D, int64_t DV) { return D % Vec::W == 0 && DV % Vec::W == 0; }
+
+} // namespace
+} // namespace fst::kernels::simd

@@ -1,0 +1,18 @@
+// One process-wide pool of worker threads, created on first use and kept (no thread creation per call).
+// parallel_for runs fn(task, worker) for every task on the calling thread (worker 0) plus up to n_workers - 1 pool
+// threads. Tasks are independent and write disjoint memory, so which worker runs a task never changes a result.
+// Policy for concurrent calls: the pool serves one call at a time; a call that finds it busy runs all of its tasks
+// on its own thread (same results, less parallelism). Never fails once started.
+#pragma once
+
+#include <cstddef>
+#include <functional>
+
+namespace fst {
+
+void parallel_for(size_t n_tasks, int n_workers, const std::function<void(size_t task, int worker)> &fn);
+
+// Threads a call may use when it asks for 0 (= every hardware thread).
+int hardware_threads();
+
+} // namespace fst
