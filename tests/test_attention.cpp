@@ -15,6 +15,9 @@ using namespace fst_test;
 
 namespace {
 
+// SPEC section 4 for out (relative to max |ref| over the whole output); also applied to M and, per row, to S. S is
+// the closest to the F32 floor: every logit carries ~6e-8 * |x| of rounding, and at logits of 50 the measured S
+// error reaches ~8.5e-6 (AVX2 kernels), with out below 2e-6.
 const double tolerance = 1e-5;
 
 struct Errors {
@@ -193,7 +196,9 @@ TEST(Attention, LogitsOfMagnitude50EveryType) {
 }
 
 // A decode step over 20000 keys: the error must stay within the bound however long the range (SPEC section 4:
-// long ranges need blocked or tree summation). Flat logits with V of mean 1 make every key count.
+// long ranges need blocked or tree summation). Flat logits with V of mean 1 make every key count. Beyond the
+// bound, the error may not grow much past what 200 keys show: one long F32 running sum reaches ~8e-6 at 20000
+// keys where a blocked sum stays near 3e-7.
 TEST(Attention, LongKvErrorDoesNotGrow) {
     const int64_t lengths[] = {200, 2000, 20000};
     struct Case {
@@ -211,12 +216,17 @@ TEST(Attention, LongKvErrorDoesNotGrow) {
         s.v_mean = 1;
         Problem pb(s, 7);
         std::printf("  k=v=%-5s logits %-3g", fst_type_name(c.kv), c.logit_max);
+        double short_error = 0;
         for (int64_t n : lengths) {
             Errors e = run_range(pb, pb.segment(0, n));
             std::printf("  n_kv %-6lld out %.3g M %.3g S %.3g;", (long long)n, e.out, e.m, e.s);
             EXPECT_LE(e.out, tolerance) << "n_kv " << n << ": " << describe(s);
             EXPECT_LE(e.m, tolerance) << "n_kv " << n << ": " << describe(s);
             EXPECT_LE(e.s, tolerance) << "n_kv " << n << ": " << describe(s);
+            // On out only: S at logits of 50 is dominated by each key's logit rounding, whatever the length.
+            if (n == lengths[0]) short_error = e.out;
+            EXPECT_LE(e.out, std::max(4 * short_error, 2e-6))
+                << "the error grows with the KV length: n_kv " << n << ": " << describe(s);
         }
         std::printf("\n");
     }

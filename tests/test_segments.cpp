@@ -1,6 +1,6 @@
 // The central promise (SPEC sections 2 and 4): any split of the KV range, processed in order, in reverse, in a
-// random order, or as independent partials merged in a random tree, equals the unsplit call to 4e-6 — out and
-// state. Sinks count exactly once; fully masked rows and empty segments leave the bytes untouched.
+// random order, as independent partials merged in a random tree, or as one fst_attn_segments call, equals the
+// unsplit call to 4e-6 — out and state. Sinks count exactly once; fully masked rows and empty segments leave the bytes untouched.
 #include "support/cases.h"
 
 #include <gtest/gtest.h>
@@ -69,8 +69,10 @@ std::vector<unsigned char> row_bytes(const Acc &acc, int64_t h, int64_t r, int64
                s * acc.state.t.nb[3];
     auto *o = static_cast<const unsigned char *>(acc.out.t.data) + h * acc.out.t.nb[1] + r * acc.out.t.nb[2] +
               s * acc.out.t.nb[3];
-    std::vector<unsigned char> bytes(st, st + 2 * sizeof(float));
-    bytes.insert(bytes.end(), o, o + acc.out.t.ne[0] * sizeof(float));
+    const size_t state_size = 2 * sizeof(float), out_size = size_t(acc.out.t.ne[0]) * sizeof(float);
+    std::vector<unsigned char> bytes(state_size + out_size);
+    std::memcpy(bytes.data(), st, state_size);
+    std::memcpy(bytes.data() + state_size, o, out_size);
     return bytes;
 }
 
@@ -92,14 +94,19 @@ std::vector<Range> pick_split(std::mt19937 &rng, int64_t n_kv, int mode) {
 }
 
 struct Deviations {
-    double in_order = 0, reverse = 0, random_order = 0, tree_sinks_at_end = 0, tree_sinks_in_one = 0;
-    double max() const { return std::max({in_order, reverse, random_order, tree_sinks_at_end, tree_sinks_in_one}); }
+    double in_order = 0, reverse = 0, random_order = 0, tree_sinks_at_end = 0, tree_sinks_in_one = 0, one_call = 0;
+    int64_t blind_rows = 0;  // (row, segment) pairs checked to keep their bytes
+    double max() const {
+        return std::max({in_order, reverse, random_order, tree_sinks_at_end, tree_sinks_in_one, one_call});
+    }
     void add(const Deviations &d) {
         in_order = std::max(in_order, d.in_order);
         reverse = std::max(reverse, d.reverse);
         random_order = std::max(random_order, d.random_order);
         tree_sinks_at_end = std::max(tree_sinks_at_end, d.tree_sinks_at_end);
         tree_sinks_in_one = std::max(tree_sinks_in_one, d.tree_sinks_in_one);
+        one_call = std::max(one_call, d.one_call);
+        blind_rows += d.blind_rows;
     }
 };
 
@@ -131,6 +138,7 @@ Deviations check_split(const Problem &pb, const std::vector<Range> &ranges, std:
                         }
                     }
             call(pb, segs[i], i == sink_segment, acc);
+            d.blind_rows += int64_t(blind.size());
             for (size_t b = 0; b < blind.size(); ++b) {
                 int64_t h = int64_t(blind[b]) % s.n_head, r = int64_t(blind[b]) / s.n_head % s.n_q,
                         sq = int64_t(blind[b]) / s.n_head / s.n_q;
@@ -174,12 +182,31 @@ Deviations check_split(const Problem &pb, const std::vector<Range> &ranges, std:
         }
         d.tree_sinks_in_one = deviation(merge_tree(parts, rng), expected);
     }
+    {
+        // fst_attn_segments: the whole list in one call, bit for bit the in-order calls with the sinks at the last.
+        std::vector<fst_segment> list;
+        for (const Segment &g : segs)
+            list.push_back(fst_segment{&g.k, &g.v, g.mask_ptr(), g.p.kv_pos0, g.has_kv_pos ? &g.kv_pos : nullptr});
+        const fst_attn_params p = pb.params();
+        const fst_tensor q = pb.q();
+        Acc acc(pb);
+        EXPECT_EQ(fst_attn_segments(&p, &q, list.data(), int64_t(list.size()), pb.sinks(), &acc.state.t, &acc.out.t),
+                  FST_OK)
+            << fst_last_error();
+        Acc in_order(pb);
+        for (size_t i = 0; i < n_segs; ++i) call(pb, segs[i], i + 1 == n_segs, in_order);
+        EXPECT_EQ(acc.state.storage, in_order.state.storage) << "fst_attn_segments differs from the calls in order";
+        EXPECT_EQ(acc.out.storage, in_order.out.storage) << "fst_attn_segments differs from the calls in order";
+        d.one_call = deviation(acc, expected);
+    }
     return d;
 }
 
 void print(const std::string &what, const Deviations &d, int n) {
-    std::printf("  %-22s in order %.3g  reverse %.3g  random %.3g  tree+sinks %.3g  tree %.3g  (%d problems)\n",
-                what.c_str(), d.in_order, d.reverse, d.random_order, d.tree_sinks_at_end, d.tree_sinks_in_one, n);
+    std::printf("  %-22s in order %.3g  reverse %.3g  random %.3g  tree, sinks added %.3g  tree, sinks in one %.3g  "
+                "fst_attn_segments %.3g  (%d problems, %lld blind rows kept)\n",
+                what.c_str(), d.in_order, d.reverse, d.random_order, d.tree_sinks_at_end, d.tree_sinks_in_one,
+                d.one_call, n, (long long)d.blind_rows);
 }
 
 void run_checks(const Spec &spec, uint32_t seed, Deviations &total) {
@@ -187,7 +214,15 @@ void run_checks(const Spec &spec, uint32_t seed, Deviations &total) {
     std::mt19937 rng(seed);
     std::vector<Range> ranges = pick_split(rng, spec.n_kv, int(seed));
     Deviations d = check_split(pb, ranges, rng);
-    EXPECT_LE(d.max(), tolerance) << "seed " << seed << ", " << ranges.size() << " segments: " << describe(pb.spec);
+    const std::pair<const char *, double> ways[] = {{"in order", d.in_order},
+                                                    {"in reverse", d.reverse},
+                                                    {"in random order", d.random_order},
+                                                    {"as a tree, sinks added at the end", d.tree_sinks_at_end},
+                                                    {"as a tree, sinks in one partial", d.tree_sinks_in_one},
+                                                    {"in one fst_attn_segments call", d.one_call}};
+    for (auto [way, measured] : ways)
+        EXPECT_LE(measured, tolerance) << way << ", seed " << seed << ", " << ranges.size()
+                                        << " segments: " << describe(pb.spec);
     total.add(d);
 }
 

@@ -16,6 +16,7 @@
 #include <cstring>
 #include <functional>
 #include <limits>
+#include <ostream>
 #include <random>
 #include <set>
 #include <string>
@@ -29,7 +30,8 @@ const unsigned char kCanary = 0xA5;
 const float kNaN = std::numeric_limits<float>::quiet_NaN();
 const float kInf = std::numeric_limits<float>::infinity();
 const int64_t k2pow62 = int64_t(1) << 62;                 // printed 4611686018427387904
-const size_t kHalfSizeMax = std::numeric_limits<size_t>::max() / 2; // printed 9223372036854775807
+// About SIZE_MAX / 2, rounded down to a multiple of 64 so that only the size is wrong, not the alignment.
+const size_t kHugeStride = (std::numeric_limits<size_t>::max() / 2) & ~size_t(63); // printed 9223372036854775744
 
 // ---- The valid problem ----
 
@@ -61,8 +63,14 @@ struct Problem {
     bool with_mask = true, with_sinks = true, with_q_pos = false, with_kv_pos = false;
     std::set<std::string> null_args; // arguments passed as NULL pointers
     float base = 2.0f;
-    fst_type row_type = FST_TYPE_Q8_0;
+    int row_type = FST_TYPE_Q8_0; // an int, so that 99 can be held without undefined behaviour
     int64_t row_n = 64;
+    int part_ith = 0, part_nth = 2; // the *_part entry points
+    // fst_attn_segments: the KV range cut at `split` into two segments, each with its k, v and mask column range;
+    // edit_segments may break those views (spare is a buffer to point them at).
+    int64_t n_segments = 2, split = 4;
+    std::function<void(Problem &, fst_tensor (&)[2][3])> edit_segments;
+    Buffer spare;
     fst_status setup_status = FST_OK;
 
     explicit Problem(const Dims &d = {}) : dims(d) {
@@ -90,12 +98,13 @@ struct Problem {
         floats = Buffer(FST_TYPE_F32, {256, 1, 1, 1});
         floats.fill_normal(rng);
         blocks = Buffer(FST_TYPE_F32, {256, 1, 1, 1}); // used as 1 KiB of raw bytes
+        spare = Buffer(FST_TYPE_F16, {96, d.n_kv, d.n_head_kv, d.n_seq_kv});
         params = fst_attn_default_params();
         params.n_threads = 1;
         params.scale = 0.125f;
         fst_status a = fst_state_init(&state.t, &out.t);
         fst_status b = fst_state_init(&other_state.t, &other_out.t);
-        fst_status c = fst_quantize_row(row_type, static_cast<const float *>(floats.t.data), blocks.t.data, row_n);
+        fst_status c = fst_quantize_row(FST_TYPE_Q8_0, static_cast<const float *>(floats.t.data), blocks.t.data, row_n);
         setup_status = a != FST_OK ? a : b != FST_OK ? b : c;
     }
 
@@ -109,15 +118,21 @@ struct Problem {
         return {{"q", &q},         {"k", &k},         {"v", &v},           {"mask", &mask},
                 {"sinks", &sinks}, {"q_pos", &q_pos}, {"kv_pos", &kv_pos}, {"state", &state},
                 {"out", &out},     {"other_state", &other_state},          {"other_out", &other_out},
-                {"lse", &lse},     {"floats", &floats},                    {"blocks", &blocks}};
+                {"lse", &lse},     {"floats", &floats},                    {"blocks", &blocks},
+                {"spare", &spare}};
     }
 };
 
-enum class Entry { attn, init, merge, add_sinks, export_lse, import_lse, quantize, dequantize };
+enum class Entry {
+    attn, attn_part, segments, segments_part, init, merge, add_sinks, export_lse, import_lse, quantize, dequantize
+};
 
 const char *function_name(Entry e) {
     switch (e) {
     case Entry::attn: return "fst_attn_with_state";
+    case Entry::attn_part: return "fst_attn_with_state_part";
+    case Entry::segments: return "fst_attn_segments";
+    case Entry::segments_part: return "fst_attn_segments_part";
     case Entry::init: return "fst_state_init";
     case Entry::merge: return "fst_state_merge";
     case Entry::add_sinks: return "fst_state_add_sinks";
@@ -135,11 +150,34 @@ fst_status call(Entry e, Problem &p) {
     fst_attn_params params = p.params; // position pointers set here, so copies of a Problem never dangle
     if (p.with_q_pos) params.q_pos = &p.q_pos.t;
     if (p.with_kv_pos) params.kv_pos = &p.kv_pos.t;
+    const fst_attn_params *params_arg = p.null_args.count("params") ? nullptr : &params;
+    const fst_tensor *mask = p.with_mask ? &p.mask.t : nullptr, *sinks = p.with_sinks ? &p.sinks.t : nullptr;
+    fst_tensor views[2][3]; // k, v, mask of each segment
+    fst_segment segments[2];
+    for (int i = 0; i < 2; ++i) {
+        const int64_t j0 = i == 0 ? 0 : p.split, n = i == 0 ? p.split : p.k.t.ne[1] - p.split;
+        views[i][0] = fst_test::slice(p.k.t, 1, j0, n);
+        views[i][1] = fst_test::slice(p.v.t, 1, j0, n);
+        views[i][2] = fst_test::slice(p.mask.t, 0, j0, n);
+    }
+    if (p.edit_segments) p.edit_segments(p, views);
+    for (int i = 0; i < 2; ++i)
+        segments[i] = fst_segment{&views[i][0], &views[i][1], p.with_mask ? &views[i][2] : nullptr,
+                                  i == 0 ? 0 : p.split, nullptr};
+    const fst_segment *segments_arg = p.null_args.count("segments") ? nullptr : segments;
     switch (e) {
     case Entry::attn:
-        return fst_attn_with_state(p.null_args.count("params") ? nullptr : &params, arg("q", p.q), arg("k", p.k),
-                                   arg("v", p.v), p.with_mask ? &p.mask.t : nullptr,
-                                   p.with_sinks ? &p.sinks.t : nullptr, arg("state", p.state), arg("out", p.out));
+        return fst_attn_with_state(params_arg, arg("q", p.q), arg("k", p.k), arg("v", p.v), mask, sinks,
+                                   arg("state", p.state), arg("out", p.out));
+    case Entry::attn_part:
+        return fst_attn_with_state_part(params_arg, arg("q", p.q), arg("k", p.k), arg("v", p.v), mask, sinks,
+                                        arg("state", p.state), arg("out", p.out), p.part_ith, p.part_nth);
+    case Entry::segments:
+        return fst_attn_segments(params_arg, arg("q", p.q), segments_arg, p.n_segments, sinks, arg("state", p.state),
+                                 arg("out", p.out));
+    case Entry::segments_part:
+        return fst_attn_segments_part(params_arg, arg("q", p.q), segments_arg, p.n_segments, sinks,
+                                      arg("state", p.state), arg("out", p.out), p.part_ith, p.part_nth);
     case Entry::init: return fst_state_init(arg("state", p.state), arg("out", p.out));
     case Entry::merge:
         return fst_state_merge(arg("state", p.state), arg("out", p.out), arg("other_state", p.other_state),
@@ -148,12 +186,13 @@ fst_status call(Entry e, Problem &p) {
     case Entry::export_lse: return fst_state_export_lse(arg("state", p.state), p.base, arg("lse", p.lse));
     case Entry::import_lse:
         return fst_state_import_lse(arg("lse", p.lse), p.base, arg("state", p.state), arg("out", p.out));
+    // A C caller may pass any int as the type; C++ can only say so with a cast.
     case Entry::quantize:
-        return fst_quantize_row(p.row_type, static_cast<const float *>(raw("src", p.floats)), raw("dst", p.blocks),
-                                p.row_n);
+        return fst_quantize_row(static_cast<fst_type>(p.row_type), static_cast<const float *>(raw("src", p.floats)),
+                                raw("dst", p.blocks), p.row_n);
     case Entry::dequantize:
-        return fst_dequantize_row(p.row_type, raw("src", p.blocks), static_cast<float *>(raw("dst", p.floats)),
-                                  p.row_n);
+        return fst_dequantize_row(static_cast<fst_type>(p.row_type), raw("src", p.blocks),
+                                  static_cast<float *>(raw("dst", p.floats)), p.row_n);
     }
     return FST_OK;
 }
@@ -166,10 +205,11 @@ template <class Enum> void set_raw(Enum &field, int value) {
     std::memcpy(&field, &value, sizeof value);
 }
 
-// Changes a view's type, and nb[0] with it when the new type is known, so only the type is wrong.
+// Changes a view's type, and nb[0] with it when the new type is known, so only the type is wrong. (An unknown
+// value is never read back through the enum here: that load would be undefined behaviour in C++.)
 void set_type(fst_tensor &t, int type) {
     set_raw(t.type, type);
-    if (size_t size = fst_type_size(t.type)) t.nb[0] = size;
+    if (type != 99) t.nb[0] = fst_type_size(static_cast<fst_type>(type));
 }
 
 unsigned char *bytes(void *p) { return static_cast<unsigned char *>(p); }
@@ -367,12 +407,17 @@ std::vector<Case> attention_cases() {
         {"d_zero", A, none(), [](Problem &p) { p.q.t.ne[0] = p.k.t.ne[0] = 0; }, kInvalid, {"q.ne[0]|k.ne[0]", "0", "1"}},
         {"mask_rows_2pow62_overflow", A, none(), [](Problem &p) { p.mask.t.ne[1] = k2pow62; }, kInvalid,
          {"mask.ne[1]", "4611686018427387904", "=overflow|=fits"}},
-        {"q_nb3_half_size_max_overflow", A, none(), [](Problem &p) { p.q.t.nb[3] = kHalfSizeMax; }, kInvalid,
-         {"q.nb[3]|q.ne[3]", "9223372036854775807", "=overflow|=fits|=2^63"}},
-        {"k_nb3_half_size_max_4_seqs_overflow", A, four_seqs, [](Problem &p) { p.k.t.nb[3] = kHalfSizeMax; }, kInvalid,
-         {"k.nb[3]|k.ne[3]", "9223372036854775807", "=overflow|=fits"}},
-        {"state_nb3_half_size_max_4_seqs_overflow", A, four_seqs, [](Problem &p) { p.state.t.nb[3] = kHalfSizeMax; },
-         kInvalid, {"state.nb[3]|state.ne[3]", "9223372036854775807", "=overflow|=fits"}},
+        {"n_kv_2pow62_overflow", A, no_mask, [](Problem &p) { p.k.t.ne[1] = p.v.t.ne[1] = k2pow62; }, kInvalid,
+         {"k.ne[1]|v.ne[1]", "4611686018427387904", "=overflow|=fits"}},
+        {"q_nb3_huge_overflow", A, none(), [](Problem &p) { p.q.t.nb[3] = kHugeStride; }, kInvalid,
+         {"q.nb[3]|q.ne[3]", "9223372036854775744", "=overflow|=fits|=2^63"}},
+        {"k_nb3_size_max_half_4_seqs", A, four_seqs,
+         [](Problem &p) { p.k.t.nb[3] = std::numeric_limits<size_t>::max() / 2; }, kInvalid, // odd, and far too big
+         {"k.nb[3]|k.ne[3]", "9223372036854775807", "=multiple|=overflow|=fits"}},
+        {"k_nb3_huge_4_seqs_overflow", A, four_seqs, [](Problem &p) { p.k.t.nb[3] = kHugeStride; }, kInvalid,
+         {"k.nb[3]|k.ne[3]", "9223372036854775744", "=overflow|=fits"}},
+        {"state_nb3_huge_4_seqs_overflow", A, four_seqs, [](Problem &p) { p.state.t.nb[3] = kHugeStride; },
+         kInvalid, {"state.nb[3]|state.ne[3]", "9223372036854775744", "=overflow|=fits"}},
 
         // NULL data with elements to read or write.
         {"q_data_null", A, none(), [](Problem &p) { p.q.t.data = nullptr; }, kInvalid, {"q.data", "null"}},
@@ -440,6 +485,39 @@ std::vector<Case> attention_cases() {
     };
 }
 
+// The entry points added beyond SPEC section 6: a call in parts (ith of nth) and several segments in one call.
+std::vector<Case> part_and_segment_cases() {
+    const Entry P = Entry::attn_part, G = Entry::segments, GP = Entry::segments_part;
+    using Views = fst_tensor (&)[2][3];
+    return {
+        {"ith_equals_nth", P, none(), [](Problem &p) { p.part_ith = 2; }, kInvalid, {"ith", "2", "=[0, 2)|nth"}},
+        {"ith_negative", P, none(), [](Problem &p) { p.part_ith = -1; }, kInvalid, {"ith", "-1", "=[0|>= 0"}},
+        {"nth_zero", P, none(), [](Problem &p) { p.part_ith = p.part_nth = 0; }, kInvalid, {"nth", "0", "1"}},
+        // Every part validates the whole call: a broken tensor fails part 0 too, before it writes its rows.
+        {"k_type_i32", P, dims(Dims{.k_type = FST_TYPE_F32}), [](Problem &p) { set_type(p.k.t, FST_TYPE_I32); },
+         kUnsupported, {"k.type", "i32|26", "f16"}},
+        {"out_overlaps_q", P, none(), [](Problem &p) { p.q.t.data = p.out.t.data; }, kInvalid, {"=overlap", "out", "q"}},
+        {"ith_equals_nth", GP, none(), [](Problem &p) { p.part_ith = 3; p.part_nth = 3; }, kInvalid, {"ith", "3"}},
+        {"n_segments_negative", G, none(), [](Problem &p) { p.n_segments = -1; }, kInvalid, {"=segments", "-1", "0"}},
+        {"null_segments", G, none(), [](Problem &p) { p.null_args = {"segments"}; }, kInvalid, {"=segments", "null"}},
+        {"second_k_d_mismatch", G, none(),
+         [](Problem &p) { p.edit_segments = [](Problem &pb, Views s) { s[1][0] = fst_test::slice(pb.spare.t, 1, 4, 6); }; },
+         kInvalid, {"segments[1].k.ne[0]", "96", "64"}},
+        {"second_mask_narrower_than_segment", G, none(),
+         [](Problem &p) { p.edit_segments = [](Problem &, Views s) { s[1][2].ne[0] = 5; }; }, kInvalid,
+         {"segments[1].mask.ne[0]", "5", "6"}},
+        {"second_v_type_i32", G, none(),
+         [](Problem &p) { p.edit_segments = [](Problem &, Views s) { set_type(s[1][1], FST_TYPE_I32); }; }, kUnsupported,
+         {"segments[1].v.type", "i32|26", "f32"}},
+        {"first_k_data_null", G, none(),
+         [](Problem &p) { p.edit_segments = [](Problem &, Views s) { s[0][0].data = nullptr; }; }, kInvalid,
+         {"segments[0].k.data", "null"}},
+        {"out_overlaps_second_v", G, none(),
+         [](Problem &p) { p.edit_segments = [](Problem &pb, Views s) { s[1][1].data = pb.out.t.data; }; }, kInvalid,
+         {"=overlap", "out", "=segments[1].v|v"}},
+    };
+}
+
 std::vector<Case> state_cases() {
     const Edit four_seqs = dims(Dims{.n_seq = 4, .n_seq_kv = 4});
     const Entry I = Entry::init, M = Entry::merge, S = Entry::add_sinks;
@@ -466,8 +544,8 @@ std::vector<Case> state_cases() {
         {"out_nb0_8", I, none(), [](Problem &p) { p.out.t.nb[0] = 8; }, kInvalid, {"out.nb[0]", "8", "4"}},
         {"state_data_misaligned", I, none(), [](Problem &p) { p.state.t.data = bytes(p.state.t.data) + 2; }, kInvalid,
          {"state.data", "=align", "4"}},
-        {"state_nb3_half_size_max_overflow", I, four_seqs, [](Problem &p) { p.state.t.nb[3] = kHalfSizeMax; }, kInvalid,
-         {"state.nb[3]|state.ne[3]", "9223372036854775807", "=overflow|=fits"}},
+        {"state_nb3_huge_overflow", I, four_seqs, [](Problem &p) { p.state.t.nb[3] = kHugeStride; }, kInvalid,
+         {"state.nb[3]|state.ne[3]", "9223372036854775744", "=overflow|=fits"}},
 
         // fst_state_merge
         {"other_pair_n_head_differs", M, none(), [](Problem &p) { p.other_state.t.ne[1] = p.other_out.t.ne[1] = 3; },
@@ -552,8 +630,8 @@ std::vector<Case> lse_cases() {
             {"state_type_f16", e, none(), [](Problem &p) { set_type(p.state.t, FST_TYPE_F16); }, kUnsupported,
              {"state.type", "f16", "f32"}},
             {"state_ne0_not_2", e, none(), [](Problem &p) { p.state.t.ne[0] = 1; }, kInvalid, {"state.ne[0]", "1", "2"}},
-            {"state_nb3_half_size_max_overflow", e, four_seqs, [](Problem &p) { p.state.t.nb[3] = kHalfSizeMax; },
-             kInvalid, {"state.nb[3]|state.ne[3]", "9223372036854775807", "=overflow|=fits"}},
+            {"state_nb3_huge_overflow", e, four_seqs, [](Problem &p) { p.state.t.nb[3] = kHugeStride; },
+             kInvalid, {"state.nb[3]|state.ne[3]", "9223372036854775744", "=overflow|=fits"}},
             {"null_lse", e, none(), [](Problem &p) { p.null_args = {"lse"}; }, kInvalid, {"lse", "null"}},
             {"null_state", e, none(), [](Problem &p) { p.null_args = {"state"}; }, kInvalid, {"state", "null"}},
         };
@@ -583,7 +661,7 @@ std::vector<Case> row_cases() {
             {"n_negative", e, none(), [](Problem &p) { p.row_n = -32; }, kInvalid, {"n", "-32", "0"}},
             {"null_src", e, none(), [](Problem &p) { p.null_args = {"src"}; }, kInvalid, {"src", "null"}},
             {"null_dst", e, none(), [](Problem &p) { p.null_args = {"dst"}; }, kInvalid, {"dst", "null"}},
-            {"type_99", e, none(), [](Problem &p) { set_raw(p.row_type, 99); }, kUnsupported, {"type", "99", "q8_0"}},
+            {"type_99", e, none(), [](Problem &p) { p.row_type = 99; }, kUnsupported, {"type", "99", "q8_0"}},
             {"type_i32", e, none(), [](Problem &p) { p.row_type = FST_TYPE_I32; }, kUnsupported, {"type", "i32|26", "q8_0"}},
         };
         cases.insert(cases.end(), both.begin(), both.end());
@@ -602,6 +680,8 @@ Snapshot snapshot(Problem &p) {
     for (auto &[name, b] : p.buffers()) s.storages.push_back(b->storage);
     return s;
 }
+
+void PrintTo(const Case &c, std::ostream *os) { *os << function_name(c.entry) << ": " << c.name; }
 
 class BadInput : public testing::TestWithParam<Case> {};
 
@@ -639,21 +719,19 @@ TEST_P(BadInput, IsRejectedAndWritesNothing) {
     }
 }
 
+// "<function without fst_>_<case>", e.g. state_merge_null_out.
 std::string case_name(const testing::TestParamInfo<Case> &info) {
-    std::string name = info.param.name;
+    std::string name = std::string(function_name(info.param.entry) + 4) + "_" + info.param.name;
     for (char &ch : name)
         if (!std::isalnum(static_cast<unsigned char>(ch))) ch = '_';
     return name;
 }
 
 INSTANTIATE_TEST_SUITE_P(Attention, BadInput, testing::ValuesIn(attention_cases()), case_name);
+INSTANTIATE_TEST_SUITE_P(PartsAndSegments, BadInput, testing::ValuesIn(part_and_segment_cases()), case_name);
 INSTANTIATE_TEST_SUITE_P(State, BadInput, testing::ValuesIn(state_cases()), case_name);
-INSTANTIATE_TEST_SUITE_P(Lse, BadInput, testing::ValuesIn(lse_cases()), [](const testing::TestParamInfo<Case> &info) {
-    return std::string(info.param.entry == Entry::export_lse ? "export_" : "import_") + case_name(info);
-});
-INSTANTIATE_TEST_SUITE_P(Row, BadInput, testing::ValuesIn(row_cases()), [](const testing::TestParamInfo<Case> &info) {
-    return std::string(info.param.entry == Entry::quantize ? "quantize_" : "dequantize_") + case_name(info);
-});
+INSTANTIATE_TEST_SUITE_P(Lse, BadInput, testing::ValuesIn(lse_cases()), case_name);
+INSTANTIATE_TEST_SUITE_P(Row, BadInput, testing::ValuesIn(row_cases()), case_name);
 
 // ---- Positive controls ----
 
@@ -673,7 +751,8 @@ void expect_matches_reference(const ref::Result &want, Buffer &state, Buffer &ou
 TEST(ValidInput, ComputesTheReferenceResult) {
     Problem p;
     ASSERT_EQ(p.setup_status, FST_OK);
-    *reinterpret_cast<uint16_t *>(p.mask.row(2, 1, 0) + 2 * 5) = 0xFC00; // one -inf entry in the mask
+    const uint16_t minus_inf = 0xFC00;
+    std::memcpy(p.mask.row(2, 1, 0) + 2 * 5, &minus_inf, 2); // one -inf entry in the mask
     ASSERT_EQ(call(Entry::attn, p), FST_OK) << fst_last_error();
     expect_matches_reference(ref::attention(p.params, p.q.t, p.k.t, p.v.t, &p.mask.t, &p.sinks.t), p.state, p.out);
 }
@@ -694,26 +773,42 @@ TEST(ValidInput, AcceptsAPermutedQueryView) {
     expect_matches_reference(ref::attention(p.params, p.q.t, p.k.t, p.v.t, &p.mask.t, &p.sinks.t), p.state, p.out);
 }
 
-// An empty segment of a KV cache: no keys, NULL data, a zero-width mask slice.
+// The other side of the base cases: 2, e as SPEC writes it, and e rounded to float are all accepted.
+TEST(ValidInput, AcceptsBase2AndE) {
+    for (float base : {2.0f, 2.718281828f, float(M_E)}) {
+        Problem p;
+        ASSERT_EQ(p.setup_status, FST_OK);
+        p.base = base;
+        EXPECT_EQ(call(Entry::export_lse, p), FST_OK) << base << ": " << fst_last_error();
+        EXPECT_EQ(call(Entry::import_lse, p), FST_OK) << base << ": " << fst_last_error();
+    }
+}
+
+// An empty segment of a KV cache: no keys, NULL data, zero-width mask and kv_pos slices.
 struct EmptySegment {
-    fst_tensor k, v, mask;
-    explicit EmptySegment(const Problem &p) : k(p.k.t), v(p.v.t), mask(p.mask.t) {
-        k.ne[1] = v.ne[1] = mask.ne[0] = 0;
-        k.data = v.data = mask.data = nullptr;
+    fst_tensor k, v, mask, kv_pos;
+    explicit EmptySegment(const Problem &p) : k(p.k.t), v(p.v.t), mask(p.mask.t), kv_pos(p.kv_pos.t) {
+        k.ne[1] = v.ne[1] = mask.ne[0] = kv_pos.ne[0] = 0;
+        k.data = v.data = mask.data = kv_pos.data = nullptr;
     }
 };
 
 TEST(EmptySegment, IsAcceptedAndLeavesStateAndOutputBitIdentical) {
-    for (bool with_mask : {true, false}) {
-        SCOPED_TRACE(with_mask ? "zero-width mask" : "no mask");
+    for (const char *variant : {"zero-width mask", "no mask", "causal with position tensors"}) {
+        SCOPED_TRACE(variant);
         Problem p;
         ASSERT_EQ(p.setup_status, FST_OK);
         p.with_sinks = false;
+        p.with_mask = std::string(variant) != "no mask";
+        if (std::string(variant) == "causal with position tensors") p.use_positions();
         ASSERT_EQ(call(Entry::attn, p), FST_OK) << fst_last_error(); // a real first segment
         const Snapshot before = snapshot(p);
         const EmptySegment e(p);
-        const fst_status s = fst_attn_with_state(&p.params, &p.q.t, &e.k, &e.v, with_mask ? &e.mask : nullptr,
-                                                 nullptr, &p.state.t, &p.out.t);
+        fst_attn_params params = p.params;
+        if (p.with_q_pos) params.q_pos = &p.q_pos.t;
+        if (p.with_kv_pos) params.kv_pos = &e.kv_pos;
+        const fst_status s = fst_attn_with_state(&params, &p.q.t, &e.k, &e.v, p.with_mask ? &e.mask : nullptr, nullptr,
+                                                 &p.state.t, &p.out.t);
         ASSERT_EQ(s, FST_OK) << fst_last_error();
         const Snapshot after = snapshot(p);
         EXPECT_TRUE(before.storages == after.storages);

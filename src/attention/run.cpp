@@ -295,8 +295,8 @@ void run(const AttnProblem &P, int ith, int nth) {
 }
 
 void check_part(int ith, int nth) {
-    if (nth < 1) fail("params", "nth", int64_t(nth), ">= 1");
-    if (ith < 0 || ith >= nth) fail("params", "ith", int64_t(ith), "in [0, nth) = [0, " + std::to_string(nth) + ")");
+    if (nth < 1) fail("argument", "nth", int64_t(nth), ">= 1");
+    if (ith < 0 || ith >= nth) fail("argument", "ith", int64_t(ith), "in [0, nth) = [0, " + std::to_string(nth) + ")");
 }
 
 fst_segment single_segment(const fst_attn_params *p, const fst_tensor *k, const fst_tensor *v, const fst_tensor *mask) {

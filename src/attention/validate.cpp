@@ -22,14 +22,15 @@ void check_params(const fst_attn_params *p) {
     if (!std::isfinite(p->scale)) fail("params", "scale", fstr(p->scale), "a finite number");
     if (!std::isfinite(p->max_bias) || p->max_bias < 0) fail("params", "max_bias", fstr(p->max_bias), "finite and >= 0");
     if (!std::isfinite(p->softcap) || p->softcap < 0) fail("params", "softcap", fstr(p->softcap), "finite and >= 0 (0 = off)");
-    if (p->virtual_mask != FST_MASK_NONE && p->virtual_mask != FST_MASK_CAUSAL && p->virtual_mask != FST_MASK_SLIDING_WINDOW)
-        fail("params", "virtual_mask", int64_t(p->virtual_mask), "FST_MASK_NONE (0), FST_MASK_CAUSAL (1) or FST_MASK_SLIDING_WINDOW (2)");
+    const int vmask = enum_value(p->virtual_mask), isa = enum_value(p->isa), precision = enum_value(p->precision);
+    if (vmask != FST_MASK_NONE && vmask != FST_MASK_CAUSAL && vmask != FST_MASK_SLIDING_WINDOW)
+        fail("params", "virtual_mask", int64_t(vmask), "FST_MASK_NONE (0), FST_MASK_CAUSAL (1) or FST_MASK_SLIDING_WINDOW (2)");
     if (p->virtual_mask == FST_MASK_SLIDING_WINDOW && p->window < 1)
         fail("params", "window", p->window, ">= 1 with FST_MASK_SLIDING_WINDOW");
     if (p->n_threads < 0) fail("params", "n_threads", int64_t(p->n_threads), ">= 0 (0 = every hardware thread)");
-    if (p->isa < FST_ISA_AUTO || p->isa > FST_ISA_AVX512)
-        fail("params", "isa", int64_t(p->isa), "FST_ISA_AUTO (0), PORTABLE (1), AVX2 (2) or AVX512 (3)");
-    if (p->precision != FST_PRECISION_EXACT) fail("params", "precision", int64_t(p->precision), "FST_PRECISION_EXACT (0)");
+    if (isa < FST_ISA_AUTO || isa > FST_ISA_AVX512)
+        fail("params", "isa", int64_t(isa), "FST_ISA_AUTO (0), PORTABLE (1), AVX2 (2) or AVX512 (3)");
+    if (precision != FST_PRECISION_EXACT) fail("params", "precision", int64_t(precision), "FST_PRECISION_EXACT (0)");
     // Positions are int64; keeping them within +-2^60 leaves room for every difference and index added to them.
     if (p->q_pos0 < -kPosLimit || p->q_pos0 > kPosLimit) fail("params", "q_pos0", p->q_pos0, "within +-2^60");
     if (p->window > kPosLimit) fail("params", "window", p->window, "<= 2^60");

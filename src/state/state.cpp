@@ -38,7 +38,7 @@ template <class Fn> void for_each_row(const StatePair &p, Fn &&fn) {
 double log_of_base(float base) {
     if (std::fabs(double(base) - 2.0) <= 1e-6) return std::log(2.0);
     if (std::fabs(double(base) - 2.718281828459045) <= 1e-6) return 1.0;
-    fail("params", "base", std::to_string(base), "2 or e (2.718281828)");
+    fail("argument", "base", std::to_string(base), "2 or e (2.718281828, within 1e-6)");
 }
 
 void check_lse(const fst_tensor *lse, const StatePair &p, ByteRange &bytes) {

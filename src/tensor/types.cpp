@@ -7,12 +7,9 @@
 
 namespace fst {
 
-bool type_known(fst_type t) {
-    switch (t) {
-    case FST_TYPE_F32: case FST_TYPE_F16: case FST_TYPE_BF16: case FST_TYPE_Q8_0: case FST_TYPE_Q4_0:
-    case FST_TYPE_I32: return true;
-    }
-    return false;
+bool type_known(int t) {
+    return t == FST_TYPE_F32 || t == FST_TYPE_F16 || t == FST_TYPE_BF16 || t == FST_TYPE_Q8_0 || t == FST_TYPE_Q4_0 ||
+           t == FST_TYPE_I32;
 }
 
 const char *type_name(fst_type t) {
@@ -172,9 +169,10 @@ void row_from_f32(fst_type t, const float *src, void *dst, int64_t n) {
 
 namespace {
 void check_row_args(fst_type t, const void *a, const void *b, int64_t n) {
-    if (!type_known(t) || t == FST_TYPE_I32)
-        fail("row", "type", std::to_string(int(t)) + " (" + type_name(t) + ")", "one of f32, f16, bf16, q8_0, q4_0",
-             FST_ERR_UNSUPPORTED);
+    const int raw = enum_value(t);
+    if (!type_known(raw) || raw == FST_TYPE_I32)
+        fail("row", "type", std::to_string(raw) + " (" + (type_known(raw) ? type_name(t) : "unknown") + ")",
+             "one of f32, f16, bf16, q8_0, q4_0", FST_ERR_UNSUPPORTED);
     if (n < 0) fail("row", "n", n, ">= 0");
     if (n % block_elems(t) != 0)
         fail("row", "n", n, "a multiple of " + std::to_string(block_elems(t)) + " for " + type_name(t));

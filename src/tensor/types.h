@@ -13,7 +13,17 @@ constexpr int64_t kQuantBlock = 32;       // elements per Q8_0 / Q4_0 block
 constexpr size_t kQ8_0BlockBytes = 34;    // F16 d + 32 int8
 constexpr size_t kQ4_0BlockBytes = 18;    // F16 d + 16 bytes of nibbles
 
-bool type_known(fst_type t);
+// The integer behind an enum field a C caller filled in. Read through memcpy: a C caller may store any int there,
+// and loading an out-of-range value as the C++ enum type is undefined behaviour.
+template <class E> int enum_value(const E &e) {
+    static_assert(sizeof(E) == sizeof(int), "C enums are int-sized here");
+    int v;
+    std::memcpy(&v, &e, sizeof v);
+    return v;
+}
+
+bool type_known(int t);
+inline bool type_known(const fst_type &t) { return type_known(enum_value(t)); }
 const char *type_name(fst_type t);        // "f32", ...; "unknown" when not known
 int64_t block_elems(fst_type t);          // 32 for quantized types, 1 otherwise
 size_t block_bytes(fst_type t);           // nb[0] of a view of this type

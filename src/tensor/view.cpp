@@ -24,9 +24,10 @@ std::string dim_field(const char *field, int dim) { return std::string(field) + 
 ByteRange check_view(const char *name, const fst_tensor *t, std::initializer_list<fst_type> allowed,
                      unsigned may_be_empty_dims) {
     if (t == nullptr) fail(name, "pointer", "NULL", "a tensor");
-    if (std::find(allowed.begin(), allowed.end(), t->type) == allowed.end()) {
-        const std::string actual = std::to_string(int(t->type)) + " (" + type_name(t->type) + ")";
-        fail(name, "type", actual, type_list(allowed), type_known(t->type) ? FST_ERR_UNSUPPORTED : FST_ERR_INVALID_ARGUMENT);
+    const int raw_type = enum_value(t->type);
+    if (std::find_if(allowed.begin(), allowed.end(), [&](fst_type a) { return int(a) == raw_type; }) == allowed.end()) {
+        const std::string actual = std::to_string(raw_type) + " (" + (type_known(raw_type) ? type_name(t->type) : "unknown") + ")";
+        fail(name, "type", actual, type_list(allowed), FST_ERR_UNSUPPORTED);
     }
     bool empty = false;
     for (int i = 0; i < 4; ++i) {
@@ -55,13 +56,12 @@ ByteRange check_view(const char *name, const fst_tensor *t, std::initializer_lis
             fail(name, "ne[0]", t->ne[0], "a row size that fits in memory");
         for (int i = 1; i < 4; ++i) {
             u64 part;
-            if (__builtin_mul_overflow(u64(t->ne[i] - 1), u64(t->nb[i]), &part) || __builtin_add_overflow(span, part, &span))
-                fail(name, dim_field("ne", i), t->ne[i],
-                     "an extent whose byte span (ne * nb) fits in memory (nb[" + std::to_string(i) + "] = " +
-                         std::to_string(t->nb[i]) + ")");
+            if (__builtin_mul_overflow(u64(t->ne[i] - 1), u64(t->nb[i]), &part) || __builtin_add_overflow(span, part, &span) ||
+                span > u64(std::numeric_limits<intptr_t>::max()))
+                fail_message(std::string(name) + "." + dim_field("ne", i) + " = " + std::to_string(t->ne[i]) + " with " + name +
+                             "." + dim_field("nb", i) + " = " + std::to_string(t->nb[i]) +
+                             ", expected a byte span (ne * nb) that fits below 2^63 bytes (the span overflows)");
         }
-        if (span > u64(std::numeric_limits<intptr_t>::max()))
-            fail(name, "byte span", std::to_string(span), "below 2^63 bytes");
     }
     if (empty) return ByteRange{};
     if (t->data == nullptr) {

@@ -12,7 +12,8 @@ namespace ref {
 double f16_to_double(uint16_t bits);
 double bf16_to_double(uint16_t bits);
 
-// Element (i0, i1, i2, i3) of a view, exactly as stored (quantized blocks dequantized: d * q, d * (nibble - 8)).
+// Element (i0, i1, i2, i3) of a view, exactly as stored (quantized blocks dequantized: d * q, d * (nibble - 8));
+// also reads F32 out/state views and I32 position tensors.
 double read(const fst_tensor &t, int64_t i0, int64_t i1 = 0, int64_t i2 = 0, int64_t i3 = 0);
 
 // ALiBi slope of query head h (SPEC section 1); 1 when max_bias <= 0.
