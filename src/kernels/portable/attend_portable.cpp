@@ -58,7 +58,7 @@ void attend_chunk(const ChunkArgs &a) {
                 if (a.softcap > 0.0f) xj = a.softcap * std::tanh(xj / a.softcap);
                 if (bias) xj += bias[j];
                 x[j] = xj;
-                block_max = std::max(block_max, xj);
+                block_max = (xj > block_max || xj != xj) ? xj : block_max; // NaN propagates: NaN in, NaN out
             }
             if (block_max == neg_inf) continue;
             float *acc = a.acc + i * a.DV;
@@ -84,11 +84,14 @@ void attend_chunk(const ChunkArgs &a) {
 
 size_t scratch_floats(int64_t D, int64_t DV, int64_t) { return size_t(kBlockKeys * (D + DV) + kBlockKeys); }
 bool supports(int64_t, int64_t) { return true; }
+void exp_array(const float *x, float *y, int64_t n) {
+    for (int64_t i = 0; i < n; ++i) y[i] = std::exp(x[i]);
+}
 
 } // namespace
 
 const KernelTable &portable_kernels() {
-    static const KernelTable table{FST_ISA_PORTABLE, "portable", attend_chunk, scratch_floats, supports};
+    static const KernelTable table{FST_ISA_PORTABLE, "portable", attend_chunk, scratch_floats, supports, exp_array};
     return table;
 }
 

@@ -24,7 +24,7 @@ constexpr int kRowsPerGroup = 4;
 inline int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
 inline int64_t max64(int64_t a, int64_t b) { return a > b ? a : b; }
 inline float maxf(float a, float b) { return a > b ? a : b; }
-constexpr int kBlockKeys = 16;
+constexpr int kBlockKeys = 32;
 
 template <class Vec, fst_type T> inline typename Vec::V load_row_chunk(const unsigned char *row, int64_t c) {
     if constexpr (T == FST_TYPE_F32) return Vec::load_f32(row, c);
@@ -66,38 +66,52 @@ void block_logits(const ChunkArgs &a, const float *q, int64_t j0, uint32_t keys,
     }
 }
 
-// acc_r = acc_r * alpha_r + sum_j p[r][j] v_j over the keys in `keys`; a key hidden from row r (bit clear in vis[r])
-// is never multiplied into acc_r, so NaN in its V cannot reach that row.
+// acc_r = acc_r * alpha_r + sum_j p[r][j] v_j over the keys in `keys`, for G vectors of DV starting at vector c0
+// (G a compile-time count so that the NR x G accumulators stay in registers). A key hidden from row r (bit clear in
+// vis[r]) is never multiplied into acc_r, so NaN in its V cannot reach that row.
+template <class Vec, int NR, fst_type VT, int G>
+void values_group(const ChunkArgs &a, float *acc, int64_t j0, uint32_t keys, uint32_t all_rows, const uint32_t *vis,
+                  const float p[][kBlockKeys], const float *alpha, int64_t c0) {
+    using V = typename Vec::V;
+    V o[NR][G];
+    for (int r = 0; r < NR; ++r) {
+        const V al = Vec::set1(alpha[r]);
+        for (int u = 0; u < G; ++u) o[r][u] = Vec::mul(Vec::load(acc + r * a.DV + (c0 + u) * Vec::W), al);
+    }
+    // Keys in order (so a row's sum never depends on what other rows see); a key every row sees takes plain FMAs.
+    for (uint32_t b = keys; b; b &= b - 1) {
+        const int j = __builtin_ctz(b);
+        const unsigned char *vrow = a.v + size_t(j0 + j) * a.v_stride;
+        V vv[G];
+        for (int u = 0; u < G; ++u) vv[u] = load_row_chunk<Vec, VT>(vrow, c0 + u);
+        if ((all_rows >> j) & 1u) {
+            for (int r = 0; r < NR; ++r) {
+                const V pv = Vec::set1(p[r][j]);
+                for (int u = 0; u < G; ++u) o[r][u] = Vec::fma(pv, vv[u], o[r][u]);
+            }
+        } else {
+            for (int r = 0; r < NR; ++r) {
+                // A hidden key must not touch the row at all (0 * NaN is NaN): select, do not multiply by zero.
+                const uint32_t seen = (vis[r] >> j) & 1u ? ~0u : 0u;
+                const V pv = Vec::set1(seen ? p[r][j] : 0.0f);
+                for (int u = 0; u < G; ++u) o[r][u] = Vec::blend(seen, o[r][u], Vec::fma(pv, vv[u], o[r][u]));
+            }
+        }
+    }
+    for (int r = 0; r < NR; ++r)
+        for (int u = 0; u < G; ++u) Vec::store(acc + r * a.DV + (c0 + u) * Vec::W, o[r][u]);
+}
+
 template <class Vec, int NR, fst_type VT>
 void block_values(const ChunkArgs &a, float *acc, int64_t j0, uint32_t keys, const uint32_t *vis,
                   const float p[][kBlockKeys], const float *alpha) {
-    using V = typename Vec::V;
     constexpr int G = Vec::kPvChunks;
     const int64_t n_chunks = a.DV / Vec::W;
     uint32_t all_rows = keys;
     for (int r = 0; r < NR; ++r) all_rows &= vis[r];
-    for (int64_t c0 = 0; c0 < n_chunks; c0 += G) {
-        const int g = int(min64(G, n_chunks - c0));
-        V o[kRowsPerGroup][G];
-        for (int r = 0; r < NR; ++r) {
-            const V al = Vec::set1(alpha[r]);
-            for (int u = 0; u < g; ++u) o[r][u] = Vec::mul(Vec::load(acc + r * a.DV + (c0 + u) * Vec::W), al);
-        }
-        for (uint32_t b = keys; b; b &= b - 1) {
-            const int j = __builtin_ctz(b);
-            const unsigned char *vrow = a.v + size_t(j0 + j) * a.v_stride;
-            V vv[G];
-            for (int u = 0; u < g; ++u) vv[u] = load_row_chunk<Vec, VT>(vrow, c0 + u);
-            const bool every_row = (all_rows >> j) & 1u;
-            for (int r = 0; r < NR; ++r) {
-                if (!every_row && !((vis[r] >> j) & 1u)) continue;
-                const V pv = Vec::set1(p[r][j]);
-                for (int u = 0; u < g; ++u) o[r][u] = Vec::fma(pv, vv[u], o[r][u]);
-            }
-        }
-        for (int r = 0; r < NR; ++r)
-            for (int u = 0; u < g; ++u) Vec::store(acc + r * a.DV + (c0 + u) * Vec::W, o[r][u]);
-    }
+    int64_t c0 = 0;
+    for (; c0 + G <= n_chunks; c0 += G) values_group<Vec, NR, VT, G>(a, acc, j0, keys, all_rows, vis, p, alpha, c0);
+    for (; c0 < n_chunks; ++c0) values_group<Vec, NR, VT, 1>(a, acc, j0, keys, all_rows, vis, p, alpha, c0);
 }
 
 template <fst_type T> constexpr int64_t row_bytes(int64_t n) {
@@ -145,36 +159,42 @@ template <class Vec, int NR, fst_type KT, fst_type VT> void attend_rows(const Ch
         alignas(64) float p[kRowsPerGroup][kBlockKeys];
         block_logits<Vec, NR, KT>(a, q, j0, any, x);
 
+        // Online softmax, one rescale per row per block: vector max, exp and sum over the block's 16 keys.
+        using V = typename Vec::V;
+        constexpr int NV = kBlockKeys / Vec::W;
+        constexpr uint32_t lane_bits = (uint32_t(1) << Vec::W) - 1;
+        const V neg_inf_v = Vec::set1(neg_inf), zero_v = Vec::zero(), scale_v = Vec::set1(a.scale);
         float alpha[kRowsPerGroup];
         for (int r = 0; r < NR; ++r) {
             alpha[r] = 1.0f;
-            float block_max = neg_inf;
-            for (int j = 0; j < kBlockKeys; ++j) {
-                if (!((vis[r] >> j) & 1u)) {
-                    x[r][j] = neg_inf;
-                    continue;
-                }
-                float xj = a.scale * x[r][j];
-                if (a.softcap > 0.0f) xj = a.softcap * std::tanh(xj / a.softcap);
-                if (a.bias) xj += a.bias[(r0 + r) * a.bias_stride + j0 + j];
-                x[r][j] = xj;
-                block_max = maxf(block_max, xj);
+            if (vis[r] == 0) continue;
+            if (a.softcap > 0.0f) // rare: tanh stays scalar
+                for (int j = 0; j < kBlockKeys; ++j) x[r][j] = a.softcap * std::tanh(a.scale * x[r][j] / a.softcap);
+            const float *bias = a.bias ? a.bias + (r0 + r) * a.bias_stride + j0 : nullptr;
+            V xs[NV];
+            V mx = neg_inf_v;
+            for (int k = 0; k < NV; ++k) {
+                V xv = Vec::load(&x[r][k * Vec::W]);
+                if (a.softcap <= 0.0f) xv = Vec::mul(scale_v, xv);
+                if (bias) xv = Vec::add(xv, Vec::load(bias + k * Vec::W)); // lanes past n_keys are masked below
+                xs[k] = Vec::blend((vis[r] >> (k * Vec::W)) & lane_bits, neg_inf_v, xv);
+                mx = Vec::max(mx, xs[k]);
             }
-            if (vis[r] == 0 || block_max == neg_inf) {
+            const float block_max = Vec::reduce_max(mx);
+            if (block_max == neg_inf) { // visible keys whose logit is -inf: nothing to add
                 vis[r] = 0;
-                for (int j = 0; j < kBlockKeys; ++j) p[r][j] = 0.0f;
                 continue;
             }
             const float m_new = maxf(m[r], block_max);
             alpha[r] = s[r] != 0.0f ? std::exp(m[r] - m_new) : 0.0f;
             m[r] = m_new;
-            const typename Vec::V mv = Vec::set1(m_new);
-            for (int j = 0; j < kBlockKeys; j += Vec::W)
-                Vec::store(&p[r][j], Vec::exp(Vec::add(Vec::load(&x[r][j]), Vec::mul(mv, Vec::set1(-1.0f)))));
-            typename Vec::V sum = Vec::zero();
-            for (int j = 0; j < kBlockKeys; ++j)
-                if (!((vis[r] >> j) & 1u)) p[r][j] = 0.0f; // exactly 0, whatever exp(-inf) gave
-            for (int j = 0; j < kBlockKeys; j += Vec::W) sum = Vec::add(sum, Vec::load(&p[r][j]));
+            const V neg_m = Vec::set1(-m_new);
+            V sum = zero_v;
+            for (int k = 0; k < NV; ++k) {
+                const V pv = Vec::blend((vis[r] >> (k * Vec::W)) & lane_bits, zero_v, Vec::exp(Vec::add(xs[k], neg_m)));
+                Vec::store(&p[r][k * Vec::W], pv);
+                sum = Vec::add(sum, pv);
+            }
             s[r] = s[r] * alpha[r] + Vec::reduce_add(sum);
         }
         block_values<Vec, NR, VT>(a, acc, j0, any, vis, p, alpha);
@@ -221,6 +241,17 @@ template <class Vec> size_t scratch_floats(int64_t, int64_t, int64_t) { return 0
 
 // D and DV must be whole vectors (and quantized rows whole blocks, which validation already ensures).
 template <class Vec> bool supports(int64_t D, int64_t DV) { return D % Vec::W == 0 && DV % Vec::W == 0; }
+
+template <class Vec> void exp_array(const float *x, float *y, int64_t n) {
+    int64_t i = 0;
+    for (; i + Vec::W <= n; i += Vec::W) Vec::store(y + i, Vec::exp(Vec::load(x + i)));
+    for (; i < n; ++i) {
+        alignas(64) float t[Vec::W] = {};
+        t[0] = x[i];
+        Vec::store(t, Vec::exp(Vec::load(t)));
+        y[i] = t[0];
+    }
+}
 
 } // namespace
 } // namespace fst::kernels::simd
