@@ -14,6 +14,8 @@ struct Vec {
     static constexpr int W = 8;
     static constexpr int kQkKeys = 2;   // keys per QK step (x 4 rows = 8 accumulators of 16 registers)
     static constexpr int kPvChunks = 2; // DV vectors per PV pass (x 4 rows = 8 accumulators)
+    static constexpr int kLaneKeys = 2; // rows-as-lanes path: keys per QK step (x 4 row vectors = 8 accumulators)
+    static constexpr int kLaneVals = 2; // rows-as-lanes path: V columns per PV step (x 4 row vectors)
 
     static V zero() { return _mm256_setzero_ps(); }
     static V set1(float x) { return _mm256_set1_ps(x); }
@@ -35,6 +37,8 @@ struct Vec {
         const __m256i set = _mm256_cmpeq_epi32(_mm256_and_si256(_mm256_set1_epi32(int(bits)), lane), lane);
         return _mm256_blendv_ps(a, b, _mm256_castsi256_ps(set));
     }
+    // Lanes with their bit set: a * b + c; other lanes: c, untouched (so 0 * NaN never reaches them).
+    static V fma_select(uint32_t bits, V a, V b, V c) { return blend(bits, c, _mm256_fmadd_ps(a, b, c)); }
     static float reduce_add(V a) {
         __m128 s = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
         s = _mm_add_ps(s, _mm_movehl_ps(s, s));

@@ -14,6 +14,8 @@ struct Vec {
     static constexpr int W = 16;       // floats per vector
     static constexpr int kQkKeys = 4;  // keys per QK step (x 4 rows = 16 accumulators)
     static constexpr int kPvChunks = 4; // DV vectors per PV pass (x 4 rows = 16 accumulators)
+    static constexpr int kLaneKeys = 8; // rows-as-lanes path: keys per QK step (x 2 row vectors = 16 accumulators)
+    static constexpr int kLaneVals = 8; // rows-as-lanes path: V columns per PV step (x 2 row vectors)
 
     static V zero() { return _mm512_setzero_ps(); }
     static V set1(float x) { return _mm512_set1_ps(x); }
@@ -27,6 +29,8 @@ struct Vec {
     static float reduce_max(V a) { return _mm512_reduce_max_ps(a); }
     // Lane i takes b where bit i of `bits` is set, else a.
     static V blend(uint32_t bits, V a, V b) { return _mm512_mask_blend_ps(__mmask16(bits), a, b); }
+    // Lanes with their bit set: a * b + c; other lanes: c, untouched (so 0 * NaN never reaches them).
+    static V fma_select(uint32_t bits, V a, V b, V c) { return _mm512_mask3_fmadd_ps(a, b, c, __mmask16(bits)); }
 
     // Element c*W .. c*W+15 of a row, converted exactly to F32.
     static V load_f32(const unsigned char *row, int64_t c) { return _mm512_loadu_ps(reinterpret_cast<const float *>(row) + c * W); }

@@ -221,7 +221,20 @@ template <class Vec, int NR> void attend_rows_kv(const ChunkArgs &a, int64_t r0)
     }
 }
 
+} // namespace
+} // namespace fst::kernels::simd
+
+#include "kernels/simd/attend_lanes.h"
+
+namespace fst::kernels::simd {
+namespace {
+
+// Few rows (decode: a GQA group): row groups of 4 with K/V converted in registers. Many rows (prefill): rows as
+// vector lanes.
+constexpr int64_t kMaxDecodeRows = 8;
+
 template <class Vec> void attend_chunk(const ChunkArgs &a) {
+    if (a.n_rows > kMaxDecodeRows) return attend_lanes_kv<Vec>(a);
     for (int64_t i = 0; i < a.n_rows; ++i) {
         a.m[i] = -std::numeric_limits<float>::infinity();
         a.s[i] = 0.0f;
@@ -237,7 +250,7 @@ template <class Vec> void attend_chunk(const ChunkArgs &a) {
     }
 }
 
-template <class Vec> size_t scratch_floats(int64_t, int64_t, int64_t) { return 0; }
+template <class Vec> size_t scratch_floats(int64_t D, int64_t DV, int64_t) { return lanes_scratch_floats<Vec>(D, DV); }
 
 // D and DV must be whole vectors (and quantized rows whole blocks, which validation already ensures).
 template <class Vec> bool supports(int64_t D, int64_t DV) { return D % Vec::W == 0 && DV % Vec::W == 0; }
