@@ -156,6 +156,7 @@ void compute_piece(const AttnProblem &P, const Plan &plan, const Tile &tile, con
             a.v = at(S.v, j0, tile.hk, tile.sk);
             a.n_keys = nk;
             plan.kernels->attend_chunk(a);
+            a.same_q = true;
         }
         for (int64_t i = 0; i < n; ++i) {
             float *in = trees[i].incoming();

@@ -33,6 +33,8 @@ struct ChunkArgs {
     float *m = nullptr, *s = nullptr; // n_rows each
     float *acc = nullptr;             // n_rows x DV, row stride DV
     float *scratch = nullptr;         // scratch_floats(D, DV, n_rows) floats owned by the calling thread
+    bool same_q = false;              // q and scratch are those of the previous call on this thread (the next chunk
+                                      // of the same rows): a kernel may reuse what it derived from q
 };
 
 struct KernelTable {

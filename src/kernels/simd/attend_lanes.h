@@ -34,8 +34,9 @@ template <class Vec, fst_type KT, fst_type VT> void attend_lanes(const ChunkArgs
     float *vf = kf + (kLaneBlock + KK) * D;      // [32][DV]
     float *pt = vf + kLaneBlock * DV;            // [32 keys][32 rows]: logits, then weights
     float *ot = pt + kLaneBlock * kLaneRows;     // [DV][32 rows]: unnormalized O^T
-    for (int64_t d = 0; d < D; ++d)
-        for (int64_t r = 0; r < kLaneRows; ++r) qt[d * kLaneRows + r] = r < n ? a.q[r * D + d] : 0.0f;
+    if (!a.same_q)
+        for (int64_t d = 0; d < D; ++d)
+            for (int64_t r = 0; r < kLaneRows; ++r) qt[d * kLaneRows + r] = r < n ? a.q[r * D + d] : 0.0f;
     for (int64_t i = 0; i < DV * kLaneRows; ++i) ot[i] = 0.0f;
     for (int64_t i = 0; i < KK * D; ++i) kf[kLaneBlock * D + i] = 0.0f; // padding keys of a last partial step
 
@@ -49,7 +50,13 @@ template <class Vec, fst_type KT, fst_type VT> void attend_lanes(const ChunkArgs
         // Which rows see each key.
         uint32_t key_rows[kLaneBlock];
         uint32_t any = 0;
-        for (int j = 0; j < nb; ++j) {
+        bool all_see_all = a.bias == nullptr; // the common case (no mask tensor, block inside every row's range)
+        for (int64_t r = 0; r < n && all_see_all; ++r) all_see_all = a.lo[r] <= j0 && a.hi[r] >= j0 + nb;
+        if (all_see_all) {
+            for (int j = 0; j < nb; ++j) key_rows[j] = real_rows;
+            any = real_rows;
+        }
+        for (int j = 0; j < nb && !all_see_all; ++j) {
             uint32_t bits = 0;
             for (int64_t r = 0; r < n; ++r) {
                 const bool seen = j0 + j >= a.lo[r] && j0 + j < a.hi[r] &&
