@@ -14,8 +14,11 @@ float alibi_slope(float max_bias, int64_t n_head, int64_t h) {
     return float(h < n2 ? std::pow(m0, double(h + 1)) : std::pow(m1, double(2 * (h - n2) + 1)));
 }
 
-Plan make_plan(const AttnProblem &P) {
-    Plan plan;
+void make_plan(const AttnProblem &P, Plan &plan) {
+    plan.tiles.clear();
+    plan.segments.clear();
+    plan.total_pieces = 0;
+    plan.split = false;
     plan.heads_per_kv = P.n_head / P.n_head_kv;
     plan.seqs_per_kv = P.n_seq / P.n_seq_kv;
     plan.n_q = P.n_q;
@@ -58,7 +61,6 @@ Plan make_plan(const AttnProblem &P) {
                        + 2 * T * plan.slot_floats                                // a piece's and a segment's result
                        + plan.kernels->scratch_floats(P.D, P.DV, int64_t(T))
                        + 4 * T; // lo / hi (int32, stored in float slots)
-    return plan;
 }
 
 } // namespace fst

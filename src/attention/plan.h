@@ -55,7 +55,8 @@ struct Plan {
     }
 };
 
-Plan make_plan(const AttnProblem &P);
+// Fills plan (reusing its storage: no allocation in steady state).
+void make_plan(const AttnProblem &P, Plan &plan);
 
 // ALiBi slope of query head h (SPEC section 1); 1 when max_bias == 0.
 float alibi_slope(float max_bias, int64_t n_head, int64_t h);

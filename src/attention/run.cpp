@@ -246,8 +246,15 @@ std::vector<float> &piece_buffer() {
     return buffer;
 }
 
+Plan &plan_storage() {
+    thread_local Plan plan; // reused: a call in steady state allocates nothing
+    return plan;
+}
+
 void run(const AttnProblem &P, int ith, int nth) {
-    const Plan plan = make_plan(P);
+    // A local reference, so that the tasks below (which run on pool threads) capture this thread's plan.
+    Plan &plan = plan_storage();
+    make_plan(P, plan);
     const bool whole_call = nth == 0;
     int workers = 1;
     if (whole_call) {
@@ -265,8 +272,8 @@ void run(const AttnProblem &P, int ith, int nth) {
         return;
     }
     if (!plan.split) {
-        parallel_for(plan.tiles.size(), workers,
-                     [&](size_t t, int worker) { run_tile(P, plan, plan.tiles[t], buffers[size_t(worker)].data()); });
+        auto task = [&](size_t t, int worker) { run_tile(P, plan, plan.tiles[t], buffers[size_t(worker)].data()); };
+        parallel_for(plan.tiles.size(), workers, task);
         return;
     }
     // Split: every (tile, piece) is a work item whose partial rows are stored; then each tile merges its pieces.
@@ -275,7 +282,7 @@ void run(const AttnProblem &P, int ith, int nth) {
     const size_t need = plan.tiles.size() * size_t(plan.total_pieces) * per_item;
     if (stored.size() < need) stored.resize(need);
     auto item_result = [&](size_t t, int64_t g) { return stored.data() + (t * size_t(plan.total_pieces) + size_t(g)) * per_item; };
-    parallel_for(plan.tiles.size() * size_t(plan.total_pieces), workers, [&](size_t item, int worker) {
+    auto piece_task = [&](size_t item, int worker) {
         const size_t t = item / size_t(plan.total_pieces);
         const int64_t g = int64_t(item % size_t(plan.total_pieces));
         size_t seg = 0;
@@ -284,15 +291,23 @@ void run(const AttnProblem &P, int ith, int nth) {
         RowInfo rows[Plan::kTileRows];
         tile_rows(P, plan, plan.tiles[t], rows, w.q);
         compute_piece(P, plan, plan.tiles[t], rows, w, seg, g - plan.segments[seg].first_piece, item_result(t, g));
-    });
-    parallel_for(plan.tiles.size(), workers, [&](size_t t, int worker) {
+    };
+    parallel_for(plan.tiles.size() * size_t(plan.total_pieces), workers, piece_task);
+    auto finish_task = [&](size_t t, int worker) {
         TileScratch w(P, plan, buffers[size_t(worker)].data());
         RowInfo rows[Plan::kTileRows];
         tile_rows(P, plan, plan.tiles[t], rows, w.q);
         finish_tile(P, plan, plan.tiles[t], rows, w, [&](size_t seg, int64_t piece) {
             return static_cast<const float *>(item_result(t, plan.segments[seg].first_piece + piece));
         });
-    });
+    };
+    parallel_for(plan.tiles.size(), workers, finish_task);
+}
+
+// The validated problem of this thread's current call (reused: no allocation in steady state).
+AttnProblem &problem() {
+    thread_local AttnProblem P;
+    return P;
 }
 
 void check_part(int ith, int nth) {
@@ -342,13 +357,17 @@ fst_status fst_attn_with_state(const fst_attn_params *p, const fst_tensor *q, co
                                const fst_tensor *mask, const fst_tensor *sinks, fst_tensor *state, fst_tensor *out) {
     return guard("fst_attn_with_state", [&] {
         const fst_segment g = single_segment(p, k, v, mask);
-        run(validate_attention(p, q, &g, 1, sinks, state, out), 0, 0);
+        validate_attention(problem(), p, q, &g, 1, sinks, state, out);
+        run(problem(), 0, 0);
     });
 }
 
 fst_status fst_attn_segments(const fst_attn_params *p, const fst_tensor *q, const fst_segment *segments,
                              int64_t n_segments, const fst_tensor *sinks, fst_tensor *state, fst_tensor *out) {
-    return guard("fst_attn_segments", [&] { run(validate_attention(p, q, segments, n_segments, sinks, state, out), 0, 0); });
+    return guard("fst_attn_segments", [&] {
+        validate_attention(problem(), p, q, segments, n_segments, sinks, state, out);
+        run(problem(), 0, 0);
+    });
 }
 
 fst_status fst_attn_with_state_part(const fst_attn_params *p, const fst_tensor *q, const fst_tensor *k,
@@ -356,9 +375,9 @@ fst_status fst_attn_with_state_part(const fst_attn_params *p, const fst_tensor *
                                     fst_tensor *state, fst_tensor *out, int ith, int nth) {
     return guard("fst_attn_with_state_part", [&] {
         const fst_segment g = single_segment(p, k, v, mask);
-        AttnProblem P = validate_attention(p, q, &g, 1, sinks, state, out);
+        validate_attention(problem(), p, q, &g, 1, sinks, state, out);
         check_part(ith, nth);
-        run(P, ith, nth);
+        run(problem(), ith, nth);
     });
 }
 
@@ -366,9 +385,9 @@ fst_status fst_attn_segments_part(const fst_attn_params *p, const fst_tensor *q,
                                   int64_t n_segments, const fst_tensor *sinks, fst_tensor *state, fst_tensor *out,
                                   int ith, int nth) {
     return guard("fst_attn_segments_part", [&] {
-        AttnProblem P = validate_attention(p, q, segments, n_segments, sinks, state, out);
+        validate_attention(problem(), p, q, segments, n_segments, sinks, state, out);
         check_part(ith, nth);
-        run(P, ith, nth);
+        run(problem(), ith, nth);
     });
 }
 

@@ -4,6 +4,7 @@
 #include "tensor/types.h"
 
 #include <cmath>
+#include <cstdio>
 #include <string>
 #include <vector>
 
@@ -42,8 +43,8 @@ ByteRange check_positions(const char *name, const fst_tensor *t, int64_t n, cons
     ByteRange r = check_view(name, t, {FST_TYPE_I32}, may_be_empty);
     expect_extent(name, t, 0, n, n_name);
     if (n_seq % t->ne[1] != 0) fail(name, "ne[1]", t->ne[1], "a divisor of n_seq = " + std::to_string(n_seq));
-    expect_extent(name, t, 2, 1, std::string(name) + " is [" + n_name + ", m]");
-    expect_extent(name, t, 3, 1, std::string(name) + " is [" + n_name + ", m]");
+    expect_extent(name, t, 2, 1, "positions are [n, m]");
+    expect_extent(name, t, 3, 1, "positions are [n, m]");
     return r;
 }
 
@@ -51,12 +52,13 @@ ByteRange check_positions(const char *name, const fst_tensor *t, int64_t n, cons
 
 } // namespace
 
-AttnProblem validate_attention(const fst_attn_params *p, const fst_tensor *q, const fst_segment *segments,
-                               int64_t n_segments, const fst_tensor *sinks, const fst_tensor *state,
-                               const fst_tensor *out) {
+void validate_attention(AttnProblem &P, const fst_attn_params *p, const fst_tensor *q, const fst_segment *segments,
+                        int64_t n_segments, const fst_tensor *sinks, const fst_tensor *state, const fst_tensor *out) {
+    // Nothing here allocates unless a check fails (P.segments keeps its capacity between calls).
     check_params(p);
-    AttnProblem P;
     P.params = *p;
+    P.segments.clear();
+    P.has_sinks = P.has_q_pos = false;
     const ByteRange qb = check_view("q", q, {FST_TYPE_F32, FST_TYPE_F16, FST_TYPE_BF16});
     P.D = q->ne[0];
     P.n_q = q->ne[1];
@@ -65,19 +67,34 @@ AttnProblem validate_attention(const fst_attn_params *p, const fst_tensor *q, co
     if (n_segments < 0) fail("segments", "count", n_segments, ">= 0");
     if (n_segments > 0 && segments == nullptr) fail("segments", "pointer", "NULL", "an array of " + std::to_string(n_segments));
 
-    std::vector<ByteRange> inputs{qb};
-    std::vector<std::string> input_names{"q"};
-    P.segments.reserve(size_t(n_segments));
+    // state and out first: every input is then checked not to overlap them (they are written).
+    const StatePair sp = check_state_pair(state, out);
+    expect_extent("state", state, 1, P.n_head, "q.ne[2], n_head");
+    expect_extent("state", state, 2, P.n_q, "q.ne[1], n_q");
+    expect_extent("state", state, 3, P.n_seq, "q.ne[3], n_seq");
+    auto input = [&](const char *name, ByteRange r) {
+        expect_disjoint("out", sp.out_bytes, name, r);
+        expect_disjoint("state", sp.state_bytes, name, r);
+    };
+    input("q", qb);
+
+    P.DV = out->ne[0];
+    P.n_head_kv = P.n_seq_kv = 1; // with no segment only sinks (if any) are merged; any GQA shape fits
+    if (n_segments > P.segments.capacity()) P.segments.reserve(size_t(n_segments));
+    const std::initializer_list<fst_type> kv_types = {FST_TYPE_F32, FST_TYPE_F16, FST_TYPE_BF16, FST_TYPE_Q8_0, FST_TYPE_Q4_0};
     for (int64_t i = 0; i < n_segments; ++i) {
         const fst_segment &g = segments[i];
-        // Single-segment calls keep the plain names (k, v, mask, kv_pos); otherwise name the segment.
-        const std::string pre = n_segments == 1 ? "" : "segments[" + std::to_string(i) + "].";
-        const std::string kn = pre + "k", vn = pre + "v", mn = pre + "mask", pn = pre + "kv_pos";
-        const std::initializer_list<fst_type> kv_types = {FST_TYPE_F32, FST_TYPE_F16, FST_TYPE_BF16, FST_TYPE_Q8_0, FST_TYPE_Q4_0};
-        const ByteRange kb = check_view(kn.c_str(), g.k, kv_types, kDim1MayBeEmpty);
-        const ByteRange vb = check_view(vn.c_str(), g.v, kv_types, kDim1MayBeEmpty);
+        // A single-segment call keeps the plain names (k, v, mask, kv_pos); otherwise name the segment.
+        char pre[40] = "", kn[48], vn[48], mn[48], pn[48];
+        if (n_segments > 1) std::snprintf(pre, sizeof pre, "segments[%lld].", static_cast<long long>(i));
+        std::snprintf(kn, sizeof kn, "%sk", pre);
+        std::snprintf(vn, sizeof vn, "%sv", pre);
+        std::snprintf(mn, sizeof mn, "%smask", pre);
+        std::snprintf(pn, sizeof pn, "%skv_pos", pre);
+        input(kn, check_view(kn, g.k, kv_types, kDim1MayBeEmpty));
+        input(vn, check_view(vn, g.v, kv_types, kDim1MayBeEmpty));
         const fst_tensor *k = g.k, *v = g.v;
-        expect_extent(kn.c_str(), k, 0, P.D, "q.ne[0], D");
+        expect_extent(kn, k, 0, P.D, "q.ne[0], D");
         if (i == 0) {
             P.n_head_kv = k->ne[2];
             P.n_seq_kv = k->ne[3];
@@ -85,26 +102,21 @@ AttnProblem validate_attention(const fst_attn_params *p, const fst_tensor *q, co
                 fail(kn, "ne[2]", P.n_head_kv, "a divisor of n_head = q.ne[2] = " + std::to_string(P.n_head) + " (GQA)");
             if (P.n_seq % P.n_seq_kv != 0)
                 fail(kn, "ne[3]", P.n_seq_kv, "a divisor of n_seq = q.ne[3] = " + std::to_string(P.n_seq));
-            P.DV = v->ne[0];
+            expect_extent("out", out, 0, v->ne[0], ".ne[0], DV", vn);
         } else {
-            expect_extent(kn.c_str(), k, 2, P.n_head_kv, "segments[0].k.ne[2], n_head_kv");
-            expect_extent(kn.c_str(), k, 3, P.n_seq_kv, "segments[0].k.ne[3], n_seq_kv");
-            expect_extent(vn.c_str(), v, 0, P.DV, "segments[0].v.ne[0], DV");
+            expect_extent(kn, k, 2, P.n_head_kv, "segments[0].k.ne[2], n_head_kv");
+            expect_extent(kn, k, 3, P.n_seq_kv, "segments[0].k.ne[3], n_seq_kv");
+            expect_extent(vn, v, 0, P.DV, "segments[0].v.ne[0], DV");
         }
         Segment S;
         S.n_kv = k->ne[1];
-        expect_extent(vn.c_str(), v, 1, S.n_kv, kn + ".ne[1], n_kv");
-        expect_extent(vn.c_str(), v, 2, P.n_head_kv, kn + ".ne[2], n_head_kv");
-        expect_extent(vn.c_str(), v, 3, P.n_seq_kv, kn + ".ne[3], n_seq_kv");
-        inputs.push_back(kb);
-        input_names.push_back(kn);
-        inputs.push_back(vb);
-        input_names.push_back(vn);
+        expect_extent(vn, v, 1, S.n_kv, ".ne[1], n_kv", kn);
+        expect_extent(vn, v, 2, P.n_head_kv, ".ne[2], n_head_kv", kn);
+        expect_extent(vn, v, 3, P.n_seq_kv, ".ne[3], n_seq_kv", kn);
         if (g.mask != nullptr) {
             const fst_tensor *mask = g.mask;
-            inputs.push_back(check_view(mn.c_str(), mask, {FST_TYPE_F16, FST_TYPE_F32}, kDim0MayBeEmpty));
-            input_names.push_back(mn);
-            expect_extent(mn.c_str(), mask, 0, S.n_kv, kn + ".ne[1], n_kv of this segment");
+            input(mn, check_view(mn, mask, {FST_TYPE_F16, FST_TYPE_F32}, kDim0MayBeEmpty));
+            expect_extent(mn, mask, 0, S.n_kv, ".ne[1], n_kv of this segment", kn);
             if (mask->ne[1] < P.n_q)
                 fail(mn, "ne[1]", mask->ne[1], ">= " + std::to_string(P.n_q) + " (q.ne[1], n_q: one row per query row)");
             if (P.n_head % mask->ne[2] != 0)
@@ -115,54 +127,33 @@ AttnProblem validate_attention(const fst_attn_params *p, const fst_tensor *q, co
             S.has_mask = true;
         }
         if (g.kv_pos != nullptr) {
-            inputs.push_back(check_positions(pn.c_str(), g.kv_pos, S.n_kv, "n_kv", P.n_seq, kDim0MayBeEmpty));
-            input_names.push_back(pn);
+            input(pn, check_positions(pn, g.kv_pos, S.n_kv, "n_kv", P.n_seq, kDim0MayBeEmpty));
             S.kv_pos = *g.kv_pos;
             S.has_kv_pos = true;
         }
         if (g.kv_pos0 < -kPosLimit || g.kv_pos0 > kPosLimit)
-            fail(pre.empty() ? "params" : pre + "segment", "kv_pos0", g.kv_pos0, "within +-2^60");
+            fail(n_segments > 1 ? std::string(pre) + "segment" : std::string("params"), "kv_pos0", g.kv_pos0, "within +-2^60");
         S.kv_pos0 = g.kv_pos0;
         S.k = *k;
         S.v = *v;
         P.segments.push_back(S);
     }
 
-    if (n_segments == 0) { // only sinks (if any) to merge; any GQA shape fits
-        P.n_head_kv = 1;
-        P.n_seq_kv = 1;
-    }
-    const StatePair sp = check_state_pair(state, out);
-    if (n_segments > 0) expect_extent("out", out, 0, P.DV, "v.ne[0], DV");
-    P.DV = out->ne[0];
-    expect_extent("state", state, 1, P.n_head, "q.ne[2], n_head");
-    expect_extent("state", state, 2, P.n_q, "q.ne[1], n_q");
-    expect_extent("state", state, 3, P.n_seq, "q.ne[3], n_seq");
-
     if (sinks != nullptr) {
-        inputs.push_back(check_view("sinks", sinks, {FST_TYPE_F32}));
-        input_names.push_back("sinks");
+        input("sinks", check_view("sinks", sinks, {FST_TYPE_F32}));
         expect_extent("sinks", sinks, 0, P.n_head, "q.ne[2], n_head");
         for (int i = 1; i < 4; ++i) expect_extent("sinks", sinks, i, 1, "sinks is [n_head]");
         P.sinks = *sinks;
         P.has_sinks = true;
     }
     if (p->q_pos != nullptr) {
-        inputs.push_back(check_positions("q_pos", p->q_pos, P.n_q, "n_q", P.n_seq, 0));
-        input_names.push_back("q_pos");
+        input("q_pos", check_positions("q_pos", p->q_pos, P.n_q, "n_q", P.n_seq, 0));
         P.q_pos = *p->q_pos;
         P.has_q_pos = true;
-    }
-
-    // state and out are written: they must not overlap anything that is read.
-    for (size_t i = 0; i < inputs.size(); ++i) {
-        expect_disjoint("out", sp.out_bytes, input_names[i].c_str(), inputs[i]);
-        expect_disjoint("state", sp.state_bytes, input_names[i].c_str(), inputs[i]);
     }
     P.q = *q;
     P.state = *state;
     P.out = *out;
-    return P;
 }
 
 } // namespace fst

@@ -23,9 +23,9 @@ struct AttnProblem {
     std::vector<Segment> segments;
 };
 
-// The segments as fst_segment records; a single-segment call passes its k, v, mask and params' kv_pos0/kv_pos.
-AttnProblem validate_attention(const fst_attn_params *p, const fst_tensor *q, const fst_segment *segments,
-                               int64_t n_segments, const fst_tensor *sinks, const fst_tensor *state,
-                               const fst_tensor *out);
+// Fills P (reusing its storage: no allocation in steady state). The segments come as fst_segment records; a
+// single-segment call passes its k, v, mask and params' kv_pos0 / kv_pos.
+void validate_attention(AttnProblem &P, const fst_attn_params *p, const fst_tensor *q, const fst_segment *segments,
+                        int64_t n_segments, const fst_tensor *sinks, const fst_tensor *state, const fst_tensor *out);
 
 } // namespace fst

@@ -15,9 +15,8 @@ StatePair check_state_pair(const fst_tensor *state, const fst_tensor *out, const
     p.state_bytes = check_view(state_name, state, {FST_TYPE_F32});
     p.out_bytes = check_view(out_name, out, {FST_TYPE_F32});
     expect_extent(state_name, state, 0, 2, "the pair (M, S)");
-    const char *dims[4] = {"", "n_head", "n_q", "n_seq"};
-    for (int i = 1; i < 4; ++i)
-        expect_extent(out_name, out, i, state->ne[i], std::string(state_name) + ".ne[" + std::to_string(i) + "], " + dims[i]);
+    const char *dims[4] = {"", ".ne[1], n_head", ".ne[2], n_q", ".ne[3], n_seq"};
+    for (int i = 1; i < 4; ++i) expect_extent(out_name, out, i, state->ne[i], dims[i], state_name);
     expect_disjoint(out_name, p.out_bytes, state_name, p.state_bytes);
     p.dv = out->ne[0];
     p.n_head = state->ne[1];
@@ -80,7 +79,8 @@ fst_status fst_state_merge(fst_tensor *state, fst_tensor *out, const fst_tensor 
     return guard("fst_state_merge", [&] {
         const StatePair a = check_state_pair(state, out);
         const StatePair b = check_state_pair(other_state, other_out, "other_state", "other_out");
-        for (int i = 0; i < 4; ++i) expect_extent("other_state", other_state, i, state->ne[i], "state.ne[" + std::to_string(i) + "]");
+        const char *dims[4] = {"state.ne[0]", "state.ne[1]", "state.ne[2]", "state.ne[3]"};
+        for (int i = 0; i < 4; ++i) expect_extent("other_state", other_state, i, state->ne[i], dims[i]);
         expect_extent("other_out", other_out, 0, out->ne[0], "out.ne[0], DV");
         expect_disjoint("state", a.state_bytes, "other_state", b.state_bytes);
         expect_disjoint("state", a.state_bytes, "other_out", b.out_bytes);

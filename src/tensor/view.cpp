@@ -90,8 +90,10 @@ ByteRange check_view(const char *name, const fst_tensor *t, std::initializer_lis
     return ByteRange{begin, end};
 }
 
-void expect_extent(const char *name, const fst_tensor *t, int dim, int64_t expected, const std::string &what) {
-    if (t->ne[dim] != expected) fail(name, dim_field("ne", dim), t->ne[dim], std::to_string(expected) + " (" + what + ")");
+void expect_extent(const char *name, const fst_tensor *t, int dim, int64_t expected, const char *what,
+                   const char *what_prefix) {
+    if (t->ne[dim] != expected)
+        fail(name, dim_field("ne", dim), t->ne[dim], std::to_string(expected) + " (" + what_prefix + what + ")");
 }
 
 void expect_disjoint(const char *a_name, ByteRange a, const char *b_name, ByteRange b) {

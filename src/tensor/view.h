@@ -23,8 +23,10 @@ struct ByteRange {
 ByteRange check_view(const char *name, const fst_tensor *t, std::initializer_list<fst_type> allowed,
                      unsigned may_be_empty_dims = 0);
 
-// Throws unless t->ne[dim] == expected (`what` explains where the expectation comes from).
-void expect_extent(const char *name, const fst_tensor *t, int dim, int64_t expected, const std::string &what);
+// Throws unless t->ne[dim] == expected; the message explains the expectation with what_prefix + what (C strings,
+// so that a successful check allocates nothing).
+void expect_extent(const char *name, const fst_tensor *t, int dim, int64_t expected, const char *what,
+                   const char *what_prefix = "");
 
 // Throws "<a> overlaps <b>" when two non-empty ranges intersect.
 void expect_disjoint(const char *a_name, ByteRange a, const char *b_name, ByteRange b);

@@ -31,7 +31,7 @@ public:
     }
 
     // Returns false (running nothing) when another call holds the pool.
-    bool run(size_t n_tasks, int n_workers, const std::function<void(size_t, int)> &fn) {
+    bool run(size_t n_tasks, int n_workers, const TaskRef &fn) {
         std::unique_lock<std::mutex> busy(busy_, std::try_to_lock);
         if (!busy.owns_lock()) return false;
         {
@@ -75,7 +75,7 @@ private:
     std::vector<std::thread> threads_;
     std::mutex busy_, mutex_;
     std::condition_variable wake_, done_;
-    const std::function<void(size_t, int)> *fn_ = nullptr;
+    const TaskRef *fn_ = nullptr;
     size_t n_tasks_ = 0;
     std::atomic<size_t> next_{0};
     int helpers_ = 0, active_ = 0;
@@ -95,7 +95,7 @@ int hardware_threads() {
     return n == 0 ? 1 : int(n);
 }
 
-void parallel_for(size_t n_tasks, int n_workers, const std::function<void(size_t, int)> &fn) {
+void parallel_for(size_t n_tasks, int n_workers, TaskRef fn) {
     if (n_workers > 1 && n_tasks > 1 && pool().run(n_tasks, n_workers, fn)) return;
     for (size_t t = 0; t < n_tasks; ++t) fn(t, 0);
 }

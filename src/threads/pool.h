@@ -6,11 +6,22 @@
 #pragma once
 
 #include <cstddef>
-#include <functional>
+#include <type_traits>
 
 namespace fst {
 
-void parallel_for(size_t n_tasks, int n_workers, const std::function<void(size_t task, int worker)> &fn);
+// A non-owning reference to a callable fn(size_t task, int worker): unlike std::function it never allocates.
+class TaskRef {
+public:
+    template <class F> TaskRef(F &f) : obj_(&f), call_([](void *o, size_t t, int w) { (*static_cast<F *>(o))(t, w); }) {}
+    void operator()(size_t task, int worker) const { call_(obj_, task, worker); }
+
+private:
+    void *obj_;
+    void (*call_)(void *, size_t, int);
+};
+
+void parallel_for(size_t n_tasks, int n_workers, TaskRef fn);
 
 // Threads a call may use when it asks for 0 (= every hardware thread).
 int hardware_threads();
