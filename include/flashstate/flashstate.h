@@ -9,7 +9,11 @@
  * other than FST_OK, leaves every output byte untouched, and fst_last_error() describes the problem
  * (naming the tensor, the dimension, the expected and the actual value).
  * Thread safety: every function may be called from any number of threads at once, provided that no two calls
- * write the same state/out memory. fst_last_error() is per thread.
+ * write the same state/out memory. fst_last_error() is per thread. An attention call with n_threads != 1 runs on
+ * the calling thread plus a process-wide pool of worker threads created once, on first use; the pool serves one
+ * call at a time, and a call that finds it busy runs on its own thread alone. Results never depend on the number
+ * of threads (nor on ith/nth in the _part entries): the work is cut, and partial results merged, in an order fixed
+ * by the problem. In steady state (same shapes as an earlier call on the same thread) a call allocates no memory.
  */
 #ifndef FLASHSTATE_FLASHSTATE_H
 #define FLASHSTATE_FLASHSTATE_H
