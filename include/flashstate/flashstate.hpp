@@ -200,6 +200,38 @@ inline void attn_with_state(const fst_attn_params &p, const fst_tensor &q, const
 }
 
 // (state, out) ⊕= (other_state, other_out).
+// Many KV segments in one call (bit for bit the same as one call per segment, in order, sinks with the last).
+inline Status try_attn_segments(const fst_attn_params &p, const fst_tensor &q, const fst_segment *segments,
+                                int64_t n_segments, const fst_tensor *sinks, fst_tensor &state, fst_tensor &out) {
+    return Status::from_call(fst_attn_segments(&p, &q, segments, n_segments, sinks, &state, &out));
+}
+inline void attn_segments(const fst_attn_params &p, const fst_tensor &q, const fst_segment *segments,
+                          int64_t n_segments, const fst_tensor *sinks, fst_tensor &state, fst_tensor &out) {
+    detail::throw_if_failed(try_attn_segments(p, q, segments, n_segments, sinks, state, out));
+}
+
+// Part ith of nth of a call, on the calling thread (for an engine's own thread pool).
+inline Status try_attn_with_state_part(const fst_attn_params &p, const fst_tensor &q, const fst_tensor &k,
+                                       const fst_tensor &v, const fst_tensor *mask, const fst_tensor *sinks,
+                                       fst_tensor &state, fst_tensor &out, int ith, int nth) {
+    return Status::from_call(fst_attn_with_state_part(&p, &q, &k, &v, mask, sinks, &state, &out, ith, nth));
+}
+inline void attn_with_state_part(const fst_attn_params &p, const fst_tensor &q, const fst_tensor &k,
+                                 const fst_tensor &v, const fst_tensor *mask, const fst_tensor *sinks, fst_tensor &state,
+                                 fst_tensor &out, int ith, int nth) {
+    detail::throw_if_failed(try_attn_with_state_part(p, q, k, v, mask, sinks, state, out, ith, nth));
+}
+inline Status try_attn_segments_part(const fst_attn_params &p, const fst_tensor &q, const fst_segment *segments,
+                                     int64_t n_segments, const fst_tensor *sinks, fst_tensor &state, fst_tensor &out,
+                                     int ith, int nth) {
+    return Status::from_call(fst_attn_segments_part(&p, &q, segments, n_segments, sinks, &state, &out, ith, nth));
+}
+inline void attn_segments_part(const fst_attn_params &p, const fst_tensor &q, const fst_segment *segments,
+                               int64_t n_segments, const fst_tensor *sinks, fst_tensor &state, fst_tensor &out,
+                               int ith, int nth) {
+    detail::throw_if_failed(try_attn_segments_part(p, q, segments, n_segments, sinks, state, out, ith, nth));
+}
+
 inline Status try_state_merge(fst_tensor &state, fst_tensor &out, const fst_tensor &other_state,
                               const fst_tensor &other_out) {
     return Status::from_call(fst_state_merge(&state, &out, &other_state, &other_out));
