@@ -1,6 +1,8 @@
 // Reads the CPU's features once and picks a kernel table. FLASHSTATE_ISA=portable|avx2|avx512 lowers the choice.
 #include "kernels/kernel.h"
 
+#include <cpuid.h>
+
 #include <cstdlib>
 #include <cstring>
 
@@ -17,15 +19,20 @@ fst_isa isa_from_env() {
     return FST_ISA_AUTO; // an unknown value changes nothing
 }
 
+// F16C is CPUID leaf 1, ECX bit 29 (clang 14's __builtin_cpu_supports does not know "f16c").
+bool cpu_has_f16c() {
+    unsigned a, b, c, d;
+    return __get_cpuid(1, &a, &b, &c, &d) && (c & bit_F16C) != 0;
+}
+
 // The best level this CPU (and its OS, which __builtin_cpu_supports also checks) supports.
 fst_isa cpu_isa() {
     __builtin_cpu_init();
-    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
-        __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c"))
+    const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && cpu_has_f16c();
+    if (avx2 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+        __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq"))
         return FST_ISA_AVX512;
-    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c"))
-        return FST_ISA_AVX2;
-    return FST_ISA_PORTABLE;
+    return avx2 ? FST_ISA_AVX2 : FST_ISA_PORTABLE;
 }
 
 const KernelTable &table_for(fst_isa isa) {

@@ -114,7 +114,12 @@ void f32_to_q8_0(const float *src, unsigned char *dst, int64_t n) {
         const float id = d != 0.0f ? 1.0f / d : 0.0f;
         const uint16_t dh = f32_to_f16(d);
         std::memcpy(dst, &dh, 2);
-        for (int i = 0; i < 32; ++i) dst[2 + i] = uint8_t(int8_t(std::round(src[i] * id)));
+        for (int i = 0; i < 32; ++i) {
+            // Non-finite products (NaN input, or 1/d overflowing for a subnormal d) store 0, as ggml's x86 build does;
+            // converting them to int8 would be undefined.
+            const float v = std::round(src[i] * id);
+            dst[2 + i] = uint8_t(std::isfinite(v) ? int8_t(v) : int8_t(0));
+        }
     }
 }
 
@@ -134,8 +139,9 @@ void f32_to_q4_0(const float *src, unsigned char *dst, int64_t n) {
         const uint16_t dh = f32_to_f16(d);
         std::memcpy(dst, &dh, 2);
         for (int i = 0; i < 16; ++i) {
-            const int lo = std::min(15, int(int8_t(src[i] * id + 8.5f)));
-            const int hi = std::min(15, int(int8_t(src[16 + i] * id + 8.5f)));
+            const float x0 = src[i] * id + 8.5f, x1 = src[16 + i] * id + 8.5f; // non-finite: 0, as above
+            const int lo = std::min(15, std::isfinite(x0) ? int(int8_t(x0)) : 0);
+            const int hi = std::min(15, std::isfinite(x1) ? int(int8_t(x1)) : 0);
             dst[2 + i] = uint8_t(lo | (hi << 4));
         }
     }
@@ -144,6 +150,7 @@ void f32_to_q4_0(const float *src, unsigned char *dst, int64_t n) {
 } // namespace
 
 void row_to_f32(fst_type t, const void *src, float *dst, int64_t n) {
+    if (n <= 0) return; // src and dst may be NULL then
     const auto *s = static_cast<const unsigned char *>(src);
     switch (t) {
     case FST_TYPE_F32: std::memcpy(dst, s, size_t(n) * 4); return;
@@ -156,6 +163,7 @@ void row_to_f32(fst_type t, const void *src, float *dst, int64_t n) {
 }
 
 void row_from_f32(fst_type t, const float *src, void *dst, int64_t n) {
+    if (n <= 0) return; // src and dst may be NULL then
     auto *d = static_cast<unsigned char *>(dst);
     switch (t) {
     case FST_TYPE_F32: std::memcpy(d, src, size_t(n) * 4); return;
@@ -168,11 +176,12 @@ void row_from_f32(fst_type t, const float *src, void *dst, int64_t n) {
 }
 
 namespace {
-void check_row_args(fst_type t, const void *a, const void *b, int64_t n) {
-    const int raw = enum_value(t);
+// `raw` is the type as the caller stored it: it becomes an fst_type only once known to be one.
+void check_row_args(int raw, const void *a, const void *b, int64_t n) {
     if (!type_known(raw) || raw == FST_TYPE_I32)
-        fail("row", "type", std::to_string(raw) + " (" + (type_known(raw) ? type_name(t) : "unknown") + ")",
+        fail("row", "type", std::to_string(raw) + " (" + (type_known(raw) ? type_name(fst_type(raw)) : "unknown") + ")",
              "one of f32, f16, bf16, q8_0, q4_0", FST_ERR_UNSUPPORTED);
+    const fst_type t = fst_type(raw);
     if (n < 0) fail("row", "n", n, ">= 0");
     if (n % block_elems(t) != 0)
         fail("row", "n", n, "a multiple of " + std::to_string(block_elems(t)) + " for " + type_name(t));
@@ -188,16 +197,18 @@ using namespace fst;
 extern "C" {
 
 fst_status fst_quantize_row(fst_type type, const float *src, void *dst, int64_t n) {
+    const int raw = enum_value(type); // read as an int: a C caller may pass any value
     return guard("fst_quantize_row", [&] {
-        check_row_args(type, src, dst, n);
-        row_from_f32(type, src, dst, n);
+        check_row_args(raw, src, dst, n);
+        row_from_f32(fst_type(raw), src, dst, n);
     });
 }
 
 fst_status fst_dequantize_row(fst_type type, const void *src, float *dst, int64_t n) {
+    const int raw = enum_value(type);
     return guard("fst_dequantize_row", [&] {
-        check_row_args(type, src, dst, n);
-        row_to_f32(type, src, dst, n);
+        check_row_args(raw, src, dst, n);
+        row_to_f32(fst_type(raw), src, dst, n);
     });
 }
 
@@ -207,10 +218,11 @@ size_t fst_type_size(fst_type t) { return type_known(t) ? block_bytes(t) : 0; }
 
 fst_tensor fst_tensor_contiguous(fst_type type, int64_t ne0, int64_t ne1, int64_t ne2, int64_t ne3, void *data) {
     fst_tensor t{};
-    t.type = type;
+    std::memcpy(&t.type, &type, sizeof type); // copied as bytes: an unknown value stays as the caller gave it
     t.ne[0] = ne0; t.ne[1] = ne1; t.ne[2] = ne2; t.ne[3] = ne3;
-    t.nb[0] = block_bytes(type);
-    const int64_t be = type_known(type) ? block_elems(type) : 1;
+    const bool known = type_known(type);
+    t.nb[0] = known ? block_bytes(type) : 0;
+    const int64_t be = known ? block_elems(type) : 1;
     t.nb[1] = t.nb[0] * size_t(ne0 / be);
     t.nb[2] = t.nb[1] * size_t(ne1);
     t.nb[3] = t.nb[2] * size_t(ne2);

@@ -67,7 +67,7 @@ inline fst_tensor slice(const fst_tensor &t, int dim, int64_t j0, int64_t n) {
     fst_tensor s = t;
     s.ne[dim] = n;
     size_t step = dim == 0 ? t.nb[0] / size_t(fst_type_block_size(t.type)) : t.nb[dim];
-    s.data = static_cast<unsigned char *>(t.data) + size_t(j0) * step;
+    s.data = t.data ? static_cast<unsigned char *>(t.data) + size_t(j0) * step : nullptr;
     return s;
 }
 
