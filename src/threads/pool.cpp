@@ -1,6 +1,7 @@
 #include "threads/pool.h"
 
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <mutex>
 #include <thread>
@@ -24,7 +25,7 @@ public:
     ~Pool() {
         {
             std::lock_guard<std::mutex> lock(mutex_);
-            stop_ = true;
+            stop_.store(true);
         }
         wake_.notify_all();
         for (auto &t : threads_) t.join();
@@ -34,24 +35,41 @@ public:
     bool run(size_t n_tasks, int n_workers, const TaskRef &fn) {
         std::unique_lock<std::mutex> busy(busy_, std::try_to_lock);
         if (!busy.owns_lock()) return false;
+        const int helpers = n_workers - 1 < int(threads_.size()) ? n_workers - 1 : int(threads_.size());
         {
             std::lock_guard<std::mutex> lock(mutex_);
             fn_ = &fn;
             n_tasks_ = n_tasks;
             next_.store(0);
-            helpers_ = n_workers - 1 < int(threads_.size()) ? n_workers - 1 : int(threads_.size());
-            active_ = helpers_;
-            ++generation_;
+            helpers_.store(helpers);
+            active_.store(helpers);
+            generation_.fetch_add(1, std::memory_order_release); // publishes the job to spinning workers
         }
         wake_.notify_all();
         take_tasks(0);
-        std::unique_lock<std::mutex> lock(mutex_);
-        done_.wait(lock, [this] { return active_ == 0; });
-        fn_ = nullptr;
+        // Wait for the helpers: spin a little first (they usually finish about when we do), then sleep.
+        if (!spin_until([&] { return active_.load(std::memory_order_acquire) == 0; })) {
+            std::unique_lock<std::mutex> lock(mutex_);
+            done_.wait(lock, [this] { return active_.load(std::memory_order_acquire) == 0; });
+        }
         return true;
     }
 
 private:
+    // Busy-waits up to kSpin for cond(). Calls in quick succession (one per KV segment, one per layer) then find
+    // the workers awake: a sleeping thread takes tens of microseconds to wake, as long as a small call itself.
+    template <class Cond> static bool spin_until(Cond &&cond) {
+        constexpr auto kSpin = std::chrono::microseconds(200);
+        const auto until = std::chrono::steady_clock::now() + kSpin;
+        for (int i = 0;; ++i) {
+            if (cond()) return true;
+            if ((i & 63) == 63 && std::chrono::steady_clock::now() > until) return false;
+#if defined(__x86_64__) || defined(__i386__)
+            __builtin_ia32_pause();
+#endif
+        }
+    }
+
     void take_tasks(int worker) {
         for (size_t t = next_.fetch_add(1); t < n_tasks_; t = next_.fetch_add(1)) (*fn_)(t, worker);
     }
@@ -59,28 +77,31 @@ private:
     void worker_loop(int worker) {
         uint64_t seen = 0;
         for (;;) {
-            {
+            auto fresh = [&] { return stop_.load(std::memory_order_acquire) || generation_.load(std::memory_order_acquire) != seen; };
+            if (!spin_until(fresh)) {
                 std::unique_lock<std::mutex> lock(mutex_);
-                wake_.wait(lock, [&] { return stop_ || generation_ != seen; });
-                if (stop_) return;
-                seen = generation_;
-                if (worker > helpers_) continue; // not needed for this call
+                wake_.wait(lock, fresh);
             }
+            if (stop_.load(std::memory_order_acquire)) return;
+            seen = generation_.load(std::memory_order_acquire);
+            if (worker > helpers_.load(std::memory_order_acquire)) continue; // not needed for this call
             take_tasks(worker);
-            std::lock_guard<std::mutex> lock(mutex_);
-            if (--active_ == 0) done_.notify_one();
+            if (active_.fetch_sub(1, std::memory_order_acq_rel) == 1) {
+                std::lock_guard<std::mutex> lock(mutex_); // pairs with the caller's check under the same mutex
+                done_.notify_one();
+            }
         }
     }
 
     std::vector<std::thread> threads_;
     std::mutex busy_, mutex_;
     std::condition_variable wake_, done_;
-    const TaskRef *fn_ = nullptr;
+    const TaskRef *fn_ = nullptr; // written before generation_'s release, read after its acquire
     size_t n_tasks_ = 0;
     std::atomic<size_t> next_{0};
-    int helpers_ = 0, active_ = 0;
-    uint64_t generation_ = 0;
-    bool stop_ = false;
+    std::atomic<int> helpers_{0}, active_{0};
+    std::atomic<uint64_t> generation_{0};
+    std::atomic<bool> stop_{false};
 };
 
 Pool &pool() {
