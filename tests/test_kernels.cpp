@@ -1,6 +1,7 @@
 // The kernels' building blocks that the attention tests cannot isolate: the vectorized e^x of every ISA this CPU
 // has, against double-precision exp. Its maximum error is the figure the kernel headers document.
 #include "kernels/kernel.h"
+#include "reference/reference.h"
 
 #include <gtest/gtest.h>
 
@@ -64,6 +65,37 @@ TEST(KernelDispatch, ForcingALowerLevelIsHonoured) {
     const fst_isa best = fst_isa_best();
     EXPECT_LE(int(fst::kernels::select_kernels(FST_ISA_AVX512).isa), int(best));
     EXPECT_EQ(fst::kernels::select_kernels(FST_ISA_AUTO).isa, best);
+}
+
+} // namespace
+
+namespace {
+
+// Head sizes that are not whole AVX-512 vectors (D = 40: 2.5 vectors of 16) run on the best level that handles them,
+// and still match the reference.
+TEST(KernelDispatch, OddHeadSizesStillMatchTheReference) {
+    for (int64_t D : {40, 24, 8}) {
+        SCOPED_TRACE(D);
+        const int64_t nq = 20, nkv = 300, H = 2; // 20 rows per tile: the many-rows path
+        std::vector<float> q(size_t(D * nq * H)), k(size_t(D * nkv * H)), v(size_t(D * nkv * H));
+        for (size_t i = 0; i < q.size(); ++i) q[i] = float((i * 7919) % 97) / 97.0f - 0.5f;
+        for (size_t i = 0; i < k.size(); ++i) k[i] = float((i * 104729) % 89) / 89.0f - 0.5f;
+        for (size_t i = 0; i < v.size(); ++i) v[i] = float((i * 1299709) % 83) / 83.0f - 0.5f;
+        std::vector<float> st(size_t(2 * H * nq)), out(size_t(D * H * nq));
+        fst_tensor tq = fst_tensor_contiguous(FST_TYPE_F32, D, nq, H, 1, q.data());
+        fst_tensor tk = fst_tensor_contiguous(FST_TYPE_F32, D, nkv, H, 1, k.data());
+        fst_tensor tv = fst_tensor_contiguous(FST_TYPE_F32, D, nkv, H, 1, v.data());
+        fst_tensor ts = fst_tensor_contiguous(FST_TYPE_F32, 2, H, nq, 1, st.data());
+        fst_tensor to = fst_tensor_contiguous(FST_TYPE_F32, D, H, nq, 1, out.data());
+        fst_attn_params p = fst_attn_default_params();
+        p.scale = 0.3f;
+        p.virtual_mask = FST_MASK_CAUSAL;
+        p.q_pos0 = nkv - nq;
+        ASSERT_EQ(fst_state_init(&ts, &to), FST_OK);
+        ASSERT_EQ(fst_attn_with_state(&p, &tq, &tk, &tv, nullptr, nullptr, &ts, &to), FST_OK) << fst_last_error();
+        const ref::Result want = ref::attention(p, tq, tk, tv, nullptr, nullptr);
+        EXPECT_LE(ref::rel_error(want, to), 1e-5);
+    }
 }
 
 } // namespace

@@ -49,8 +49,9 @@ void make_plan(const AttnProblem &P, Plan &plan) {
     }
     plan.tree_levels = int(std::bit_width(uint64_t(max_leaves))) + 1;
 
+    // The best level that handles these head sizes (e.g. D = 40: AVX2 when AVX-512 needs multiples of 16).
     plan.kernels = &kernels::select_kernels(P.params.isa);
-    if (!plan.kernels->supports(P.D, P.DV)) plan.kernels = &kernels::portable_kernels();
+    while (!plan.kernels->supports(P.D, P.DV)) plan.kernels = &kernels::select_kernels(fst_isa(plan.kernels->isa - 1));
 
     const size_t T = size_t(Plan::kTileRows);
     plan.slot_floats = size_t(P.DV + 2);
