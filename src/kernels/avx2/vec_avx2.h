@@ -75,12 +75,46 @@ struct Vec {
         return _mm256_mul_ps(_mm256_set1_ps(block_scale(b)), _mm256_cvtepi32_ps(q));
     }
 
+    // Chunks c and c + 1 (c even: half a block) at once, sharing the block's scale and load.
+    static void load_q8_0_pair(const unsigned char *row, int64_t c, V &lo, V &hi) {
+        const unsigned char *b = row + (c >> 2) * 34;
+        const __m128i bytes = _mm_loadu_si128(reinterpret_cast<const __m128i *>(b + 2 + (c & 2) * 8));
+        const V d = _mm256_set1_ps(block_scale(b));
+        lo = _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(bytes)));
+        hi = _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(bytes, 8))));
+    }
+    // (q - 8) * d as q * d + (-8 d), exact as in the AVX-512 version.
+    static void load_q4_0_pair(const unsigned char *row, int64_t c, V &lo, V &hi) {
+        const unsigned char *b = row + (c >> 2) * 18;
+        __m128i bytes = _mm_loadu_si128(reinterpret_cast<const __m128i *>(b + 2));
+        if (c & 2) bytes = _mm_srli_epi16(bytes, 4);
+        bytes = _mm_and_si128(bytes, _mm_set1_epi8(0x0f));
+        const float d = block_scale(b);
+        const V dv = _mm256_set1_ps(d), off = _mm256_set1_ps(-8.0f * d);
+        lo = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(bytes)), dv, off);
+        hi = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(bytes, 8))), dv, off);
+    }
+
     // out[i] = sum of the lanes of the i-th argument (lanes of different arguments never mix).
     static void reduce4(V a, V b, V c, V d, float *out) {
         const V ab = _mm256_hadd_ps(a, b);  // a01 a23 b01 b23 | a45 a67 b45 b67
         const V cd = _mm256_hadd_ps(c, d);
         const V x = _mm256_hadd_ps(ab, cd); // a0-3 b0-3 c0-3 d0-3 | a4-7 b4-7 c4-7 d4-7
         _mm_storeu_ps(out, _mm_add_ps(_mm256_castps256_ps128(x), _mm256_extractf128_ps(x, 1)));
+    }
+
+    // x[r * row_stride + u] = sum of the lanes of acc[u][r], for 2 keys u and 4 rows r (lanes of different
+    // accumulators never mix).
+    static void reduce_keys(const V (&acc)[kQkKeys][4], float *x, int64_t row_stride) {
+        // Lane order of each half after the hadds: (r0,u0) (r0,u1) (r1,u0) (r1,u1), then rows 2 and 3.
+        const V r01 = _mm256_hadd_ps(_mm256_hadd_ps(acc[0][0], acc[1][0]), _mm256_hadd_ps(acc[0][1], acc[1][1]));
+        const V r23 = _mm256_hadd_ps(_mm256_hadd_ps(acc[0][2], acc[1][2]), _mm256_hadd_ps(acc[0][3], acc[1][3]));
+        const V sums = _mm256_add_ps(_mm256_permute2f128_ps(r01, r23, 0x20), _mm256_permute2f128_ps(r01, r23, 0x31));
+        const __m128 lo = _mm256_castps256_ps128(sums), hi = _mm256_extractf128_ps(sums, 1);
+        _mm_storel_pi(reinterpret_cast<__m64 *>(x), lo);
+        _mm_storeh_pi(reinterpret_cast<__m64 *>(x + row_stride), lo);
+        _mm_storel_pi(reinterpret_cast<__m64 *>(x + 2 * row_stride), hi);
+        _mm_storeh_pi(reinterpret_cast<__m64 *>(x + 3 * row_stride), hi);
     }
 
     // e^x as in the AVX-512 version (0.6 ulp measured, 1 ulp tested); 2^n is built in the exponent bits, and inputs below -87 return 0 (the

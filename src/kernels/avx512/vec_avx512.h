@@ -62,6 +62,25 @@ struct Vec {
         return _mm512_mul_ps(_mm512_set1_ps(block_scale(b)), _mm512_cvtepi32_ps(q));
     }
 
+    // Chunks c and c + 1 (c even: one whole block) at once, sharing the block's scale and load.
+    static void load_q8_0_pair(const unsigned char *row, int64_t c, V &lo, V &hi) {
+        const unsigned char *b = row + (c >> 1) * 34;
+        const V d = _mm512_set1_ps(block_scale(b));
+        lo = _mm512_mul_ps(d, _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i *>(b + 2)))));
+        hi = _mm512_mul_ps(d, _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i *>(b + 18)))));
+    }
+    // (q - 8) * d as q * d + (-8 d): both products are exact (a 4-bit integer times an F16 value), so the fused
+    // form gives the same bits as the two-step one with one instruction less.
+    static void load_q4_0_pair(const unsigned char *row, int64_t c, V &lo, V &hi) {
+        const unsigned char *b = row + (c >> 1) * 18;
+        const float d = block_scale(b);
+        const V dv = _mm512_set1_ps(d), off = _mm512_set1_ps(-8.0f * d);
+        const __m512i bytes = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i *>(b + 2)));
+        const __m512i nib = _mm512_set1_epi32(0x0f);
+        lo = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_and_si512(bytes, nib)), dv, off);
+        hi = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_srli_epi32(bytes, 4)), dv, off);
+    }
+
     // out[i] = sum of the lanes of the i-th argument. Lanes of different arguments never mix, so a NaN in one
     // accumulator stays in its own sum.
     static void reduce4(V a, V b, V c, V d, float *out) {
@@ -73,6 +92,25 @@ struct Vec {
         x = _mm512_add_ps(x, _mm512_permute_ps(x, 0xB1));
         const __m128 r = _mm512_castps512_ps128(_mm512_permutexvar_ps(_mm512_setr_epi32(0, 4, 8, 12, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0), x));
         _mm_storeu_ps(out, r);
+    }
+
+    // x[r * row_stride + u] = sum of the lanes of acc[u][r], for 4 keys u and 4 rows r: a reduction tree that ends
+    // in one vector whose 128-bit block r holds row r's four sums. Only lanes of the same accumulator are added.
+    static void reduce_keys(const V (&acc)[kQkKeys][4], float *x, int64_t row_stride) {
+        V key[4]; // key[u], block r: four partial sums of acc[u][r]
+        for (int u = 0; u < 4; ++u) {
+            const V a01 = _mm512_add_ps(_mm512_shuffle_f32x4(acc[u][0], acc[u][1], 0x44), _mm512_shuffle_f32x4(acc[u][0], acc[u][1], 0xEE));
+            const V a23 = _mm512_add_ps(_mm512_shuffle_f32x4(acc[u][2], acc[u][3], 0x44), _mm512_shuffle_f32x4(acc[u][2], acc[u][3], 0xEE));
+            key[u] = _mm512_add_ps(_mm512_shuffle_f32x4(a01, a23, 0x88), _mm512_shuffle_f32x4(a01, a23, 0xDD));
+        }
+        const V k01 = _mm512_add_ps(_mm512_unpacklo_ps(key[0], key[1]), _mm512_unpackhi_ps(key[0], key[1]));
+        const V k23 = _mm512_add_ps(_mm512_unpacklo_ps(key[2], key[3]), _mm512_unpackhi_ps(key[2], key[3]));
+        const V sums = _mm512_add_ps(_mm512_shuffle_ps(k01, k23, _MM_SHUFFLE(1, 0, 1, 0)),
+                                     _mm512_shuffle_ps(k01, k23, _MM_SHUFFLE(3, 2, 3, 2)));
+        _mm_storeu_ps(x, _mm512_castps512_ps128(sums));
+        _mm_storeu_ps(x + row_stride, _mm512_extractf32x4_ps(sums, 1));
+        _mm_storeu_ps(x + 2 * row_stride, _mm512_extractf32x4_ps(sums, 2));
+        _mm_storeu_ps(x + 3 * row_stride, _mm512_extractf32x4_ps(sums, 3));
     }
 
     // e^x for x <= 0 (and moderately positive x): x = n ln2 + r, |r| <= ln2 / 2, e^r by a degree-7 Taylor
