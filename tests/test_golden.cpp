@@ -8,6 +8,7 @@
 //   (d)      three uneven KV segments carried through the state   == the unsplit call, to 4e-6
 #include "reference/reference.h"
 #include "support/buffer.h"
+#include "support/cases.h"
 #include "support/npy.h"
 
 #include <gtest/gtest.h>
@@ -19,6 +20,9 @@
 #include <string>
 
 namespace {
+
+using fst_test::max_abs;
+using fst_test::rel_diff;
 
 const std::string kGoldenDir = FLASHSTATE_GOLDEN_DIR;
 
@@ -69,28 +73,6 @@ double max_abs(const ref::Result &r) {
     return m;
 }
 
-// max |a - b| over two F32 [DV, n_head, n_q, n_seq] views, divided by max(1e-6, norm); inf if anything is NaN.
-double rel_diff(const fst_tensor &a, const fst_tensor &b, double norm) {
-    double max_diff = 0;
-    for (int64_t i3 = 0; i3 < a.ne[3]; ++i3)
-        for (int64_t i2 = 0; i2 < a.ne[2]; ++i2)
-            for (int64_t i1 = 0; i1 < a.ne[1]; ++i1)
-                for (int64_t i0 = 0; i0 < a.ne[0]; ++i0) {
-                    const double d = std::fabs(ref::read(a, i0, i1, i2, i3) - ref::read(b, i0, i1, i2, i3));
-                    if (std::isnan(d)) return INFINITY;
-                    max_diff = std::max(max_diff, d);
-                }
-    return max_diff / std::max(1e-6, norm);
-}
-
-double max_abs(const fst_tensor &t) {
-    double m = 0;
-    for (int64_t i3 = 0; i3 < t.ne[3]; ++i3)
-        for (int64_t i2 = 0; i2 < t.ne[2]; ++i2)
-            for (int64_t i1 = 0; i1 < t.ne[1]; ++i1)
-                for (int64_t i0 = 0; i0 < t.ne[0]; ++i0) m = std::max(m, std::fabs(ref::read(t, i0, i1, i2, i3)));
-    return m;
-}
 
 // Every element of a raw K/V view, decoded by the reference, equals the float ggml dequantized it to.
 void expect_decodes_to(const fst_tensor &raw, const fst_tensor &floats, const char *name) {

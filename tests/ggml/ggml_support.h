@@ -3,6 +3,7 @@
 #pragma once
 
 #include "reference/reference.h"
+#include "support/cases.h"
 
 #include <flashstate/flashstate.h>
 #include <flashstate/ggml.h>
@@ -83,28 +84,8 @@ inline void set_row(ggml_tensor *t, const float *values, int64_t i1, int64_t i2,
     ASSERT_EQ(fst_quantize_row(fst_type(t->type), values, row, t->ne[0]), FST_OK) << fst_last_error();
 }
 
-inline double max_abs(const fst_tensor &t) {
-    double m = 0;
-    for (int64_t i3 = 0; i3 < t.ne[3]; ++i3)
-        for (int64_t i2 = 0; i2 < t.ne[2]; ++i2)
-            for (int64_t i1 = 0; i1 < t.ne[1]; ++i1)
-                for (int64_t i0 = 0; i0 < t.ne[0]; ++i0) m = std::max(m, std::fabs(ref::read(t, i0, i1, i2, i3)));
-    return m;
-}
-
-// max |a - b| / max(1e-6, norm) over two F32 views of the same extents; inf if anything is NaN.
-inline double rel_diff(const fst_tensor &a, const fst_tensor &b, double norm) {
-    double worst = 0;
-    for (int64_t i3 = 0; i3 < a.ne[3]; ++i3)
-        for (int64_t i2 = 0; i2 < a.ne[2]; ++i2)
-            for (int64_t i1 = 0; i1 < a.ne[1]; ++i1)
-                for (int64_t i0 = 0; i0 < a.ne[0]; ++i0) {
-                    const double d = std::fabs(ref::read(a, i0, i1, i2, i3) - ref::read(b, i0, i1, i2, i3));
-                    if (std::isnan(d)) return INFINITY;
-                    worst = std::max(worst, d);
-                }
-    return worst / std::max(1e-6, norm);
-}
+using fst_test::max_abs;
+using fst_test::rel_diff;
 
 // Number of F32 elements whose bits differ (same extents; any strides).
 inline int64_t bits_differing(const fst_tensor &a, const fst_tensor &b) {

@@ -355,6 +355,28 @@ double rel_diff(const fst_tensor &a, const fst_tensor &b) {
     return max_err / std::max(1e-6, max_ref);
 }
 
+double rel_diff(const fst_tensor &a, const fst_tensor &b, double norm) {
+    double max_diff = 0;
+    for (int64_t i3 = 0; i3 < a.ne[3]; ++i3)
+        for (int64_t i2 = 0; i2 < a.ne[2]; ++i2)
+            for (int64_t i1 = 0; i1 < a.ne[1]; ++i1)
+                for (int64_t i0 = 0; i0 < a.ne[0]; ++i0) {
+                    const double d = std::fabs(ref::read(a, i0, i1, i2, i3) - ref::read(b, i0, i1, i2, i3));
+                    if (std::isnan(d)) return INFINITY;
+                    max_diff = std::max(max_diff, d);
+                }
+    return max_diff / std::max(1e-6, norm);
+}
+
+double max_abs(const fst_tensor &t) {
+    double m = 0;
+    for (int64_t i3 = 0; i3 < t.ne[3]; ++i3)
+        for (int64_t i2 = 0; i2 < t.ne[2]; ++i2)
+            for (int64_t i1 = 0; i1 < t.ne[1]; ++i1)
+                for (int64_t i0 = 0; i0 < t.ne[0]; ++i0) m = std::max(m, std::fabs(ref::read(t, i0, i1, i2, i3)));
+    return m;
+}
+
 StateError state_error(const fst_tensor &state, const ref::Result &ref) {
     StateError e;
     for (int64_t s = 0; s < ref.n_seq; ++s)

@@ -108,6 +108,10 @@ float out_value(const fst_tensor &out, int64_t c, int64_t h, int64_t r, int64_t 
 
 // SPEC section 4 between two F32 out views: max |a - b| / max(1e-6, max |b|).
 double rel_diff(const fst_tensor &a, const fst_tensor &b);
+// max |a - b| / max(1e-6, norm) over two F32 views of the same extents (any strides); inf if anything is NaN.
+double rel_diff(const fst_tensor &a, const fst_tensor &b, double norm);
+// max |x| over an F32 view.
+double max_abs(const fst_tensor &t);
 
 // State errors: m = max |M - M_ref| / max(1, |M_ref|); s = max |S exp(M - M_ref) - S_ref| / S_ref (our S is
 // relative to our M). A row empty on one side only (S == 0 there, not on the other) counts as an infinite error;
