@@ -7,8 +7,8 @@
 // group, so each KV row is read once for all of its query heads. Per block: logits for all (row, key) pairs,
 // one online-softmax rescale per row, then the weighted V sum. A block every row sees whole (decode, and the
 // inside of a causal range) takes straight-line code; the others test visibility per key.
-// No software prefetch: bursts of prefetches at the top of each block stalled the core on fill buffers (perf:
-// ~20 % of decode time on the prefetch instructions; removing them made decode 15-20 % faster in L2 and in DRAM).
+// Software prefetch goes row by row (see prefetch_row): bursts of prefetches at the top of each block stalled the
+// core on fill buffers (perf: ~20 % of decode time on the prefetch instructions).
 #pragma once
 
 #include "kernels/kernel.h"
@@ -16,6 +16,7 @@
 #include <cmath>
 #include <cstdint>
 #include <limits>
+#include <xmmintrin.h>
 
 namespace fst::kernels::simd {
 // Internal linkage: each ISA's file gets its own copies, so the linker can never pick a copy compiled for a wider ISA
@@ -127,6 +128,22 @@ void block_values(const ChunkArgs &a, float *acc, int64_t j0, uint32_t keys, con
     for (; c0 < n_chunks; ++c0) values_group<Vec, NR, VT, 1>(a, acc, j0, keys, all_rows, vis, p, alpha, c0);
 }
 
+template <fst_type T> constexpr int64_t row_bytes(int64_t n) {
+    if constexpr (T == FST_TYPE_F32) return n * 4;
+    else if constexpr (T == FST_TYPE_F16 || T == FST_TYPE_BF16) return n * 2;
+    else if constexpr (T == FST_TYPE_Q8_0) return n / 32 * 34;
+    else return n / 32 * 18;
+}
+
+// Decode streams K and V from DRAM. Asking for each row kPrefetchKeys keys ahead into L2, spread one row at a time
+// over the arithmetic, made decode from DRAM ~7 % faster on the Xeon of docs/PERFORMANCE.md (16 keys and the L2
+// hint measured best of 16/32/64 keys and T0/T1/T2); prefetching whole blocks at once stalled the core instead.
+// A prefetch never faults, so asking past the end of the keys is harmless.
+constexpr int64_t kPrefetchKeys = 16;
+inline void prefetch_row(const unsigned char *row, int64_t bytes) {
+    for (int64_t b = 0; b < bytes; b += 64) _mm_prefetch(reinterpret_cast<const char *>(row + b), _MM_HINT_T2);
+}
+
 // Fast path for a block of kBlockKeys keys that every row sees (the common case of decode): straight-line code
 // without per-key visibility tests. Logits are reduced kQkKeys keys at a time by one reduction tree.
 template <class Vec, int NR, fst_type KT>
@@ -137,7 +154,10 @@ void block_logits_full(const ChunkArgs &a, const float *q, int64_t j0, float x[]
     const unsigned char *k0 = a.k + size_t(j0) * a.k_stride;
     for (int t = 0; t < kBlockKeys; t += K) {
         const unsigned char *krow[K];
-        for (int u = 0; u < K; ++u) krow[u] = k0 + size_t(t + u) * a.k_stride;
+        for (int u = 0; u < K; ++u) {
+            krow[u] = k0 + size_t(t + u) * a.k_stride;
+            prefetch_row(krow[u] + kPrefetchKeys * a.k_stride, row_bytes<KT>(a.D));
+        }
         V acc[K][4];
         for (int u = 0; u < K; ++u)
             for (int r = 0; r < 4; ++r) acc[u][r] = Vec::zero();
@@ -172,6 +192,7 @@ void values_group_full(const ChunkArgs &a, float *acc, int64_t j0, const float p
     }
     const unsigned char *vrow = a.v + size_t(j0) * a.v_stride;
     for (int j = 0; j < kBlockKeys; ++j, vrow += a.v_stride) {
+        if (c0 == 0) prefetch_row(vrow + kPrefetchKeys * a.v_stride, row_bytes<VT>(a.DV));
         V vv[G];
         if constexpr (G % 2 == 0) {
             for (int u = 0; u < G; u += 2) load_row_pair<Vec, VT>(vrow, c0 + u, vv[u], vv[u + 1]);
