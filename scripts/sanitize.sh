@@ -24,10 +24,11 @@ tsan_dir="${FLASHSTATE_TSAN_DIR:-$build_parent/build-tsan}"
 # The threaded tests run under TSan, at every kernel level: every test of test_threads (many API calls at once,
 # n_threads 1..8, ith/nth parts on the caller's threads, the per-thread error message), test_kv_splits (KV pieces
 # with n_threads 2, 3, all), test_nan_isolation (1 and 2) and test_golden (the default n_threads: every hardware
-# thread). Tests that pin n_threads = 1 exercise no threaded path and are left to the ASan run; so is
-# test_allocations, whose own operator new cannot link next to TSan's. Test names: "avx2.Threads.LastErrorIsPerThread".
-TSAN_TARGETS=(test_threads test_kv_splits test_nan_isolation test_golden)
-TSAN_TESTS='(^|[./])(Threads|KvSplits|NanIsolation|Golden)\.'
+# thread), and test_cache_threads (appenders, readers and a save on one cache at once). Tests that pin
+# n_threads = 1 exercise no threaded path and are left to the ASan run; so is test_allocations, whose own operator
+# new cannot link next to TSan's. Test names: "avx2.Threads.LastErrorIsPerThread".
+TSAN_TARGETS=(test_threads test_kv_splits test_nan_isolation test_golden test_cache_threads)
+TSAN_TESTS='(^|[./])(Threads|KvSplits|NanIsolation|Golden|CacheThreads)\.'
 
 # Debian packages: clang-14 and its sanitizer runtimes (libclang-rt-14-dev), plus what scripts/setup.sh needs.
 packages=(clang-14 libclang-rt-14-dev cmake ninja-build libgtest-dev libgmock-dev)

@@ -185,6 +185,95 @@ FST_API fst_status fst_dequantize_row(fst_type type, const void *src, float *dst
 FST_API fst_isa fst_isa_best(void);
 FST_API const char *fst_isa_name(fst_isa);
 
+/* ---- The mixed-precision FIFO KV cache (docs/cache.md) ----
+ *
+ * Per layer and KV head, tokens live in a chain of tiers: tiers[0] is the hot tier (F32 or F16), then one or more
+ * cold tiers in RAM (Q8_0 or Q4_0), and optionally, last, a file-backed tier (any K/V type, memory-mapped).
+ * Appends write to the hot tier; when a tier would exceed its capacity, its oldest tokens move to the next tier
+ * first, migrate_chunk tokens at a time, converted with fst_quantize_row from what the tier before stored (so the
+ * bytes are ggml's reference quantizer's). Tokens keep their positions (0, 1, 2, ... in append order, per layer),
+ * so virtual masks stay exact after migration. The first n_keep tokens ever appended stay at the hot tier's type
+ * and are never moved or evicted (attention sinks); with max_tokens > 0 the oldest other tokens are evicted once
+ * more than max_tokens are held (StreamingLLM-style).
+ * Concurrency: one writer per layer (append), any number of readers (attn, segments, stats, save) between appends;
+ * the cache serializes them per layer with a readers-writer lock (a waiting appender goes before new readers), so
+ * concurrent calls are safe, never torn. fst_cache_free must not overlap any other call on the cache. */
+
+typedef struct fst_cache fst_cache; /* opaque */
+
+#define FST_CACHE_MAX_TIERS 8
+
+typedef struct fst_cache_tier {
+    fst_type type;      /* hot: F32/F16; cold RAM: Q8_0/Q4_0; file-backed: F32/F16/BF16/Q8_0/Q4_0 */
+    int64_t capacity;   /* most tokens this tier holds per layer, >= migrate_chunk; 0 = unbounded (the last tier
+                         * only; with max_tokens > 0 it then holds max_tokens - n_keep). A bounded last tier needs
+                         * max_tokens > 0 and capacity >= max_tokens - n_keep. The hot tier may have capacity 0 when
+                         * cold tiers follow: no hot window, appended tokens are converted straight to tiers[1]. */
+    const char *path;   /* NULL: RAM; else this tier is the file at path, memory-mapped (the last tier only, not the
+                         * hot one). The cache creates or truncates it, locks it (a second live cache on the same
+                         * path fails with FST_ERR_IO) and deletes it on fst_cache_free: scratch, not a save. */
+} fst_cache_tier;
+
+typedef struct fst_cache_config {
+    int32_t n_layer, n_head_kv;
+    int64_t head_dim_k, head_dim_v;           /* D and DV (multiples of 32 when a tier is Q8_0 or Q4_0) */
+    int32_t n_tiers;                          /* 1 .. FST_CACHE_MAX_TIERS; tiers[0] is the hot tier */
+    fst_cache_tier tiers[FST_CACHE_MAX_TIERS];
+    int64_t n_keep;                           /* first tokens kept at hot precision forever (0 = none) */
+    int64_t max_tokens;                       /* 0 = unlimited; else (> n_keep) a layer holds at most max_tokens:
+                                               * the oldest tokens after the n_keep ones are evicted first */
+    int64_t migrate_chunk;                    /* tokens moved between tiers at once; >= 1 */
+} fst_cache_config;
+
+/* One layer's tier as the cache reports it. */
+typedef struct fst_cache_tier_stats {
+    fst_type type;
+    int64_t n_tokens;  /* tokens held now (the n_keep tokens are reported as their own entry, see fst_cache_stats) */
+    int64_t capacity;  /* tokens it can hold (a last tier sized by max_tokens reports that size); 0 = unbounded */
+    size_t bytes;      /* bytes of K and V storage this tier holds allocated for this layer (RAM or file) */
+} fst_cache_tier_stats;
+
+/* 1 layer, 1 KV head, D = DV = 128, a 256-token F16 hot tier and an unbounded Q8_0 cold tier, migrate_chunk 32. */
+FST_API fst_cache_config fst_cache_default_config(void);
+
+FST_API fst_status fst_cache_create(const fst_cache_config *config, fst_cache **cache);
+FST_API void fst_cache_free(fst_cache *cache); /* NULL is a no-op */
+FST_API fst_status fst_cache_config_of(const fst_cache *cache, fst_cache_config *config); /* paths: the cache's */
+
+/* Append n tokens to a layer: k [D, n, n_head_kv] and v [DV, n, n_head_kv], F32 or F16, any strides; n >= 1.
+ * All or nothing: on failure the layer is unchanged. */
+FST_API fst_status fst_cache_append(fst_cache *cache, int32_t layer, const fst_tensor *k, const fst_tensor *v);
+
+/* Tokens a layer holds now, and the position the next appended token gets. */
+FST_API fst_status fst_cache_n_tokens(const fst_cache *cache, int32_t layer, int64_t *n_tokens, int64_t *next_pos);
+
+/* (state, out) ⊕= attention of q [D, n_q, n_head, 1] (n_head a multiple of n_head_kv) over every token the layer
+ * holds, every tier a segment with its positions; sinks (nullable) merged once. p->kv_pos0 / kv_pos are ignored
+ * (the cache knows its positions); virtual masks use p->q_pos0 / q_pos. state/out as in fst_attn_with_state. */
+FST_API fst_status fst_cache_attn(fst_cache *cache, const fst_attn_params *p, int32_t layer, const fst_tensor *q,
+                                  const fst_tensor *sinks, fst_tensor *state, fst_tensor *out);
+
+/* The layer's contents as segments (views into the cache, oldest first; mask NULL, kv_pos0 set), for callers that
+ * schedule attention themselves. *n_segments is set to the number needed; when it is <= capacity they are written,
+ * their k/v pointing into `views` (2 * capacity tensors), else nothing is written (capacity 0 with NULL arrays asks
+ * for the count). The views stay valid until the next append to this layer or fst_cache_free; the caller must not
+ * append meanwhile. */
+FST_API fst_status fst_cache_segments(fst_cache *cache, int32_t layer, fst_segment *segments, fst_tensor *views,
+                                      int64_t capacity, int64_t *n_segments);
+
+/* Per tier of a layer: stats[0] is the hot tier, stats[i] tier i, and stats[n_tiers] the n_keep region; bytes are
+ * what each has allocated for this layer (K and V of every KV head, RAM or file). */
+FST_API fst_status fst_cache_stats(const fst_cache *cache, int32_t layer, fst_cache_tier_stats *stats,
+                                   int32_t n_stats /* must be n_tiers + 1 */);
+
+/* The whole cache to one file (versioned header, CRC-32 per section; crash-safe: temporary file in the same
+ * directory, fsync, rename, fsync of the directory), and back: the loaded cache holds the same bytes in the same
+ * slots, so it attends bit for bit like the saved one. load: file_tier_path (nullable) is where the loaded cache
+ * puts its file-backed tier, if it has one; NULL = the path it was saved with. A missing or unreadable file is
+ * FST_ERR_IO; a truncated or corrupted one FST_ERR_CORRUPT; another format version FST_ERR_UNSUPPORTED. */
+FST_API fst_status fst_cache_save(const fst_cache *cache, const char *path);
+FST_API fst_status fst_cache_load(const char *path, const char *file_tier_path, fst_cache **cache);
+
 #ifdef __cplusplus
 }
 #endif

@@ -17,6 +17,7 @@
 #include <stdexcept>
 #include <string>
 #include <utility>
+#include <vector>
 
 namespace flashstate {
 
@@ -278,6 +279,128 @@ inline Status try_dequantize_row(fst_type type, const void *src, float *dst, int
 inline void dequantize_row(fst_type type, const void *src, float *dst, int64_t n) {
     detail::throw_if_failed(try_dequantize_row(type, src, dst, n));
 }
+
+// ---- The mixed-precision FIFO KV cache (docs/cache.md) ----
+
+// An owning handle to an fst_cache: created from a config (or loaded from a file), freed on destruction.
+// Move-only. Methods throw Error; the try_ forms return a Status. Concurrency as in the C API: one appender per
+// layer, any number of readers, serialized per layer by the cache itself.
+class Cache {
+public:
+    static fst_cache_config default_config() { return fst_cache_default_config(); }
+
+    explicit Cache(const fst_cache_config &config) {
+        detail::throw_if_failed(Status::from_call(fst_cache_create(&config, &c_)));
+    }
+    // The cache saved at path; its file-backed tier (if any) goes to file_tier_path (nullptr: where it was saved).
+    static Cache load(const char *path, const char *file_tier_path = nullptr) {
+        fst_cache *c = nullptr;
+        detail::throw_if_failed(Status::from_call(fst_cache_load(path, file_tier_path, &c)));
+        return Cache(c);
+    }
+    static Status try_load(const char *path, const char *file_tier_path, Cache &result) {
+        fst_cache *c = nullptr;
+        Status s = Status::from_call(fst_cache_load(path, file_tier_path, &c));
+        if (s.ok()) result = Cache(c);
+        return s;
+    }
+
+    Cache(Cache &&o) noexcept : c_(std::exchange(o.c_, nullptr)) {}
+    Cache &operator=(Cache &&o) noexcept {
+        if (this != &o) {
+            fst_cache_free(c_);
+            c_ = std::exchange(o.c_, nullptr);
+        }
+        return *this;
+    }
+    Cache(const Cache &) = delete;
+    Cache &operator=(const Cache &) = delete;
+    ~Cache() { fst_cache_free(c_); }
+    Cache() = default; // empty; assign a created or loaded cache to it
+
+    fst_cache *handle() const noexcept { return c_; }
+    explicit operator bool() const noexcept { return c_ != nullptr; }
+
+    fst_cache_config config() const {
+        fst_cache_config c{};
+        detail::throw_if_failed(Status::from_call(fst_cache_config_of(c_, &c)));
+        return c;
+    }
+
+    // k [D, n, n_head_kv], v [DV, n, n_head_kv], F32 or F16. All or nothing.
+    Status try_append(int32_t layer, const fst_tensor &k, const fst_tensor &v) {
+        return Status::from_call(fst_cache_append(c_, layer, &k, &v));
+    }
+    void append(int32_t layer, const fst_tensor &k, const fst_tensor &v) {
+        detail::throw_if_failed(try_append(layer, k, v));
+    }
+
+    int64_t n_tokens(int32_t layer) const {
+        int64_t n = 0;
+        detail::throw_if_failed(Status::from_call(fst_cache_n_tokens(c_, layer, &n, nullptr)));
+        return n;
+    }
+    int64_t next_pos(int32_t layer) const {
+        int64_t pos = 0;
+        detail::throw_if_failed(Status::from_call(fst_cache_n_tokens(c_, layer, nullptr, &pos)));
+        return pos;
+    }
+
+    // (state, out) ⊕= attention of q [D, n_q, n_head, 1] over the layer; sinks (nullable) merged once.
+    Status try_attn(const fst_attn_params &p, int32_t layer, const fst_tensor &q, const fst_tensor *sinks,
+                    fst_tensor &state, fst_tensor &out) {
+        return Status::from_call(fst_cache_attn(c_, &p, layer, &q, sinks, &state, &out));
+    }
+    void attn(const fst_attn_params &p, int32_t layer, const fst_tensor &q, const fst_tensor *sinks, fst_tensor &state,
+              fst_tensor &out) {
+        detail::throw_if_failed(try_attn(p, layer, q, sinks, state, out));
+    }
+
+    // Per tier of the layer, then the n_keep region last (n_tiers + 1 entries).
+    std::vector<fst_cache_tier_stats> stats(int32_t layer) const {
+        std::vector<fst_cache_tier_stats> s(size_t(config().n_tiers) + 1);
+        detail::throw_if_failed(Status::from_call(fst_cache_stats(c_, layer, s.data(), int32_t(s.size()))));
+        return s;
+    }
+    // Bytes of K/V storage the layer holds allocated, every tier and the n_keep region together.
+    size_t bytes(int32_t layer) const {
+        size_t total = 0;
+        for (const fst_cache_tier_stats &t : stats(layer)) total += t.bytes;
+        return total;
+    }
+
+    // The layer's contents as segments (views into the cache, valid until the next append to the layer).
+    struct Segments {
+        std::vector<fst_segment> segments;
+        std::vector<fst_tensor> views; // segments[i].k == &views[2i], .v == &views[2i + 1]
+    };
+    Segments segments(int32_t layer) const {
+        Segments s;
+        int64_t n = 0;
+        detail::throw_if_failed(Status::from_call(fst_cache_segments(c_, layer, nullptr, nullptr, 0, &n)));
+        // An append between the two calls (from another thread) could change the count: retry until it fits.
+        for (;;) {
+            s.segments.resize(size_t(n));
+            s.views.resize(2 * size_t(n));
+            int64_t needed = 0;
+            detail::throw_if_failed(Status::from_call(
+                fst_cache_segments(c_, layer, s.segments.data(), s.views.data(), n, &needed)));
+            if (needed <= n) {
+                s.segments.resize(size_t(needed));
+                s.views.resize(2 * size_t(needed));
+                return s;
+            }
+            n = needed;
+        }
+    }
+
+    Status try_save(const char *path) const { return Status::from_call(fst_cache_save(c_, path)); }
+    void save(const char *path) const { detail::throw_if_failed(try_save(path)); }
+
+private:
+    explicit Cache(fst_cache *c) : c_(c) {}
+    fst_cache *c_ = nullptr;
+};
 
 } // namespace flashstate
 

@@ -1,5 +1,6 @@
-// `flashstate demo`: a model-shaped KV cache in mixed storage, processed segment by segment with carried state,
-// checked against the unsplit call and a double-precision softmax over the same stored values.
+// `flashstate demo`: a model-shaped layer decoded token by token over the mixed-precision KV cache (hot F16, cold
+// Q8_0, memory-mapped Q4_0 file), checked against attention over what the cache stores and compared with attention
+// over the full-precision originals.
 #pragma once
 
 #include <cstdint>
@@ -7,20 +8,21 @@
 namespace flashstate_tool {
 
 struct DemoOptions {
-    int64_t n_head = 32;     // query heads
-    int64_t n_head_kv = 8;   // KV heads (grouped-query attention)
-    int64_t dim = 128;       // D = DV; a multiple of 32 (quantized blocks)
-    int64_t n_kv = 4096;     // tokens in the cache
-    int64_t n_q = 16;        // query rows, at the last n_q positions, causal
-    int64_t segment = 256;   // tokens per segment (a storage tier's last segment may be shorter)
-    int64_t hot = -1;        // newest tokens stored as F16; -1 = n_kv / 4
-    int64_t warm = -1;       // next-newest tokens stored as Q8_0; -1 = n_kv / 4; the oldest rest is Q4_0
+    int64_t n_head = 32;      // query heads
+    int64_t n_head_kv = 8;    // KV heads (grouped-query attention)
+    int64_t dim = 128;        // D = DV; a multiple of 32 (quantized blocks)
+    int64_t tokens = 4096;    // tokens streamed through the cache, one decode step each
+    int64_t hot = 256;        // capacity of the F16 tier
+    int64_t warm = 1024;      // capacity of the Q8_0 tier; older tokens go to the Q4_0 file
+    int64_t chunk = 32;       // tokens moved between tiers at once (fst_cache_config.migrate_chunk)
+    int64_t keep = 0;         // first tokens kept at F16 forever (attention sinks)
+    int64_t outliers = 4;     // large-magnitude K channels per KV head (synthetic.h)
+    int64_t checkpoints = 8;  // evenly spaced points where the errors are measured
     uint64_t seed = 42;
-    int32_t threads = 0;     // 0 = every hardware thread
-    int runs = 5;            // timed repetitions; the median is reported
+    int32_t threads = 0;      // 0 = every hardware thread
 };
 
-// Runs the demo and prints its table. Returns 0 when both bounds hold, 1 when one fails, 2 on invalid options
+// Runs the demo and prints its tables. Returns 0 when every check holds, 1 when one fails, 2 on invalid options
 // (the message goes to stderr). Library failures surface as flashstate::Error.
 int run_demo(const DemoOptions &options);
 

@@ -1,6 +1,7 @@
-// The `flashstate` command-line program: `flashstate demo [options]`, `flashstate bench [options]`,
-// `flashstate version`, `flashstate --help`.
+// The `flashstate` command-line program: `flashstate demo [options]`, `flashstate cache-study [options]`,
+// `flashstate bench [options]`, `flashstate version`, `flashstate --help`.
 #include "bench.h"
+#include "cache_study.h"
 #include "demo.h"
 
 #include <flashstate/flashstate.hpp>
@@ -17,39 +18,69 @@ namespace {
 
 using flashstate_tool::BenchOptions;
 using flashstate_tool::DemoOptions;
+using flashstate_tool::StudyOptions;
 
 const char *const kUsage = "usage: flashstate <command> [options]\n"
                            "\n"
                            "commands:\n"
-                           "  demo       segmented attention over a mixed-precision KV cache, checked and timed\n"
-                           "  bench      machine limits, then decode/prefill/segment cases against the roofline\n"
-                           "  version    versions of the library and of the header, and the kernel ISA in use\n"
-                           "  help       this text (also -h, --help); `flashstate demo --help`, `flashstate bench --help`\n"
+                           "  demo         decode a layer over the mixed-precision KV cache: memory, error, time\n"
+                           "  cache-study  the cache's accuracy study and speed comparison (docs/cache-accuracy.md)\n"
+                           "  bench        machine limits, then decode/prefill/segment cases against the roofline\n"
+                           "  version      versions of the library and of the header, and the kernel ISA in use\n"
+                           "  help         this text (also -h, --help); `flashstate <command> --help`\n"
                            "\n";
 
 const char *const kDemoUsage =
     "usage: flashstate demo [options]\n"
     "\n"
-    "Builds a model-shaped layer (q, K, V ~ N(0,1)), stores the KV cache in three tiers - the oldest tokens as\n"
-    "Q4_0, the next as Q8_0, the newest as F16 - and attends the last --n-q positions to it with a causal mask:\n"
-    "once segment by segment with carried state, once unsplit over the same stored values (dequantized to F32).\n"
-    "Prints the errors against each other and against a double-precision softmax over the stored values, the\n"
-    "error of the mixed cache against the original F32 values (information), bytes per storage type and the\n"
-    "median time of each pass. Exits 1 if segmented vs unsplit > 4e-6 or a result vs the reference > 1e-5.\n"
+    "Decodes a model-shaped layer token by token over the mixed-precision KV cache: each step appends the token's\n"
+    "K and V to the cache - a hot F16 tier, then Q8_0 in RAM, then Q4_0 in a memory-mapped file in a temporary\n"
+    "directory (removed at exit) - and attends the token's query, every head, causal, over all of it in one\n"
+    "fst_cache_attn call. K has a few large-magnitude outlier channels per KV head, as real models' keys do; V is\n"
+    "smooth (docs/cache-accuracy.md). At evenly spaced checkpoints it prints the tokens per tier, the error against\n"
+    "one fst_attn_with_state call over what the cache stores (bound 4e-6, SPEC section 4) and against the same\n"
+    "attention over the original F32 K/V (what quantized storage costs; bound 0.25, which only a broken cache\n"
+    "exceeds) and the median decode time per token; then the memory per tier and the time totals. A progress bar\n"
+    "goes to stderr (one line per 10% when stderr is not a terminal). Exits 1 if an error exceeds its bound.\n"
     "\n"
     "options (value as `--opt N` or `--opt=N`; defaults in brackets):\n"
-    "  --heads N      query heads [32]\n"
-    "  --kv-heads N   KV heads; --heads must be a multiple [8]\n"
-    "  --dim N        head dimension D of q, K and V, a multiple of 32 [128]\n"
-    "  --n-kv N       tokens in the KV cache [4096]\n"
-    "  --n-q N        query rows, at positions n_kv - n_q .. n_kv - 1 [16]\n"
-    "  --segment N    tokens per segment; a tier's last segment may be shorter [256]\n"
-    "  --hot N        newest tokens stored as F16 [n_kv / 4]\n"
-    "  --warm N       next-newest tokens stored as Q8_0; the rest (oldest) is Q4_0 [n_kv / 4]\n"
-    "  --seed N       random seed for q, K and V [42]\n"
-    "  --threads N    threads per call, 0 = every hardware thread [0]\n"
-    "  --runs N       timed repetitions of each pass; the median is printed [5]\n"
-    "  -h, --help     this text\n";
+    "  --heads N        query heads [32]\n"
+    "  --kv-heads N     KV heads; --heads must be a multiple [8]\n"
+    "  --dim N          head dimension D of q, K and V, a multiple of 32 [128]\n"
+    "  --tokens N       tokens streamed through the cache, one decode step each [4096]\n"
+    "  --hot N          capacity of the F16 tier [256]\n"
+    "  --warm N         capacity of the Q8_0 tier; older tokens go to the Q4_0 file [1024]\n"
+    "  --chunk N        tokens moved from one tier to the next at once [32]\n"
+    "  --keep N         first tokens kept at F16 forever (attention sinks) [0]\n"
+    "  --outliers N     large-magnitude K channels per KV head [4]\n"
+    "  --checkpoints N  evenly spaced points where the errors are measured [8]\n"
+    "  --seed N         random seed of K, V (seed) and the queries (seed + 1) [42]\n"
+    "  --threads N      threads per call, 0 = every hardware thread [0]\n"
+    "  -h, --help       this text\n";
+
+const char *const kStudyUsage =
+    "usage: flashstate cache-study [options]\n"
+    "\n"
+    "The numbers of docs/cache-accuracy.md, on the demo's synthetic layer (32 query heads, 8 KV heads, D 128).\n"
+    "Accuracy (default): for K with --outliers outlier channels per KV head and without, cold tier Q8_0 and Q4_0,\n"
+    "and hot F16 windows 0 (none), 64, 256, 1024, streams --tokens tokens into the cache and\n"
+    "compares fst_cache_attn at --queries positions over the second half with attention over all-F16 copies of\n"
+    "the same tokens.\n"
+    "--speed: one decode step over 4k and 32k tokens, median of --runs interleaved runs: one flat F16 buffer,\n"
+    "one flat Q8_0 buffer, an all-F16 cache and a 256-token F16 + Q8_0 cache; prints ms and ratios. Exits 1\n"
+    "if an error is not finite, or a cache's result differs from the same stored values in flat buffers by\n"
+    "more than 4e-6 (--speed).\n"
+    "\n"
+    "options (value as `--opt N` or `--opt=N`; defaults in brackets):\n"
+    "  --speed          the speed comparison instead of the accuracy study\n"
+    "  --csv PATH       accuracy: also write the table as CSV to PATH (scripts/plot_cache_accuracy.py plots it)\n"
+    "  --tokens N       accuracy: tokens per stream [4096]\n"
+    "  --queries N      accuracy: query positions [32]\n"
+    "  --outliers N     K outlier channels per KV head [4]\n"
+    "  --runs N         speed: timed runs per case [15]\n"
+    "  --seed N         random seed [42]\n"
+    "  --threads N      threads per call, 0 = every hardware thread [0]\n"
+    "  -h, --help       this text\n";
 
 const char *const kBenchUsage =
     "usage: flashstate bench [options]\n"
@@ -108,14 +139,15 @@ int parse_demo_options(int argc, char **argv, DemoOptions &o) {
         {"--heads", 1, [](DemoOptions &d, long long v) { d.n_head = v; }},
         {"--kv-heads", 1, [](DemoOptions &d, long long v) { d.n_head_kv = v; }},
         {"--dim", 32, [](DemoOptions &d, long long v) { d.dim = v; }},
-        {"--n-kv", 1, [](DemoOptions &d, long long v) { d.n_kv = v; }},
-        {"--n-q", 1, [](DemoOptions &d, long long v) { d.n_q = v; }},
-        {"--segment", 1, [](DemoOptions &d, long long v) { d.segment = v; }},
-        {"--hot", 0, [](DemoOptions &d, long long v) { d.hot = v; }},
-        {"--warm", 0, [](DemoOptions &d, long long v) { d.warm = v; }},
+        {"--tokens", 1, [](DemoOptions &d, long long v) { d.tokens = v; }},
+        {"--hot", 1, [](DemoOptions &d, long long v) { d.hot = v; }},
+        {"--warm", 1, [](DemoOptions &d, long long v) { d.warm = v; }},
+        {"--chunk", 1, [](DemoOptions &d, long long v) { d.chunk = v; }},
+        {"--keep", 0, [](DemoOptions &d, long long v) { d.keep = v; }},
+        {"--outliers", 0, [](DemoOptions &d, long long v) { d.outliers = v; }},
+        {"--checkpoints", 1, [](DemoOptions &d, long long v) { d.checkpoints = v; }},
         {"--seed", 0, [](DemoOptions &d, long long v) { d.seed = uint64_t(v); }},
         {"--threads", 0, [](DemoOptions &d, long long v) { d.threads = int32_t(v); }},
-        {"--runs", 1, [](DemoOptions &d, long long v) { d.runs = int(v); }},
     };
     for (int i = 0; i < argc; ++i) {
         const std::string arg = argv[i];
@@ -234,6 +266,55 @@ int parse_bench_options(int argc, char **argv, BenchOptions &o) {
     return -1;
 }
 
+// Parses `cache-study` options into o. Returns -1 to go on, or the exit code to return now (0 after --help).
+int parse_study_options(int argc, char **argv, StudyOptions &o) {
+    for (int i = 0; i < argc; ++i) {
+        const std::string arg = argv[i];
+        if (arg == "-h" || arg == "--help") {
+            std::fputs(kStudyUsage, stdout);
+            return 0;
+        }
+        if (arg == "--speed") {
+            o.speed = true;
+            continue;
+        }
+        const size_t eq = arg.find('=');
+        const std::string name = arg.substr(0, eq);
+        const char *text = nullptr;
+        if (eq != std::string::npos)
+            text = argv[i] + eq + 1;
+        else if (i + 1 < argc)
+            text = argv[++i];
+        if (name == "--csv") {
+            if (text == nullptr || *text == '\0') {
+                std::fprintf(stderr, "flashstate cache-study: --csv needs a path\n");
+                return 2;
+            }
+            o.csv = text;
+            continue;
+        }
+        if (name != "--tokens" && name != "--queries" && name != "--outliers" && name != "--runs" &&
+            name != "--seed" && name != "--threads") {
+            std::fprintf(stderr, "flashstate cache-study: unknown option '%s' (see flashstate cache-study --help)\n",
+                         arg.c_str());
+            return 2;
+        }
+        const long long min = name == "--tokens" || name == "--queries" || name == "--runs" ? 1 : 0;
+        long long value = 0;
+        if (!parse_integer(text, value) || value < min || value > (1ll << 40)) {
+            std::fprintf(stderr, "flashstate cache-study: %s needs an integer >= %lld\n", name.c_str(), min);
+            return 2;
+        }
+        if (name == "--tokens") o.tokens = value;
+        else if (name == "--queries") o.queries = value;
+        else if (name == "--outliers") o.outliers = value;
+        else if (name == "--runs") o.runs = int(std::min(value, 1ll << 20));
+        else if (name == "--seed") o.seed = uint64_t(value);
+        else o.threads = int32_t(std::min(value, 4096ll));
+    }
+    return -1;
+}
+
 } // namespace
 
 int main(int argc, char **argv) {
@@ -249,6 +330,8 @@ int main(int argc, char **argv) {
             std::fputs(kDemoUsage, stdout);
             std::fputs("\n", stdout);
             std::fputs(kBenchUsage, stdout);
+            std::fputs("\n", stdout);
+            std::fputs(kStudyUsage, stdout);
             return 0;
         }
         if (command == "version" || command == "--version") return print_version();
@@ -257,6 +340,13 @@ int main(int argc, char **argv) {
             const int code = parse_demo_options(argc - 2, argv + 2, options);
             if (code >= 0) return code;
             return flashstate_tool::run_demo(options);
+        }
+        if (command == "cache-study") {
+            StudyOptions options;
+            const int code = parse_study_options(argc - 2, argv + 2, options);
+            if (code >= 0) return code;
+            return options.speed ? flashstate_tool::run_speed_study(options)
+                                 : flashstate_tool::run_accuracy_study(options);
         }
         if (command == "bench") {
             BenchOptions options;
