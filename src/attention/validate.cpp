@@ -80,7 +80,7 @@ void validate_attention(AttnProblem &P, const fst_attn_params *p, const fst_tens
 
     P.DV = out->ne[0];
     P.n_head_kv = P.n_seq_kv = 1; // with no segment only sinks (if any) are merged; any GQA shape fits
-    if (n_segments > P.segments.capacity()) P.segments.reserve(size_t(n_segments));
+    if (size_t(n_segments) > P.segments.capacity()) P.segments.reserve(size_t(n_segments));
     const std::initializer_list<fst_type> kv_types = {FST_TYPE_F32, FST_TYPE_F16, FST_TYPE_BF16, FST_TYPE_Q8_0, FST_TYPE_Q4_0};
     for (int64_t i = 0; i < n_segments; ++i) {
         const fst_segment &g = segments[i];
