@@ -2,7 +2,7 @@
 // per ISA by kernels/<isa>/attend_<isa>.cpp, each in its own namespace, with that ISA's flags.
 //
 // Work of one call: n_rows query rows (at most 4 at a time: "row groups") against up to kChunkKeys keys of one KV
-// head, in blocks of 32 keys. Each K and V row of a block is read and converted (F16/BF16 widened, Q8_0/Q4_0
+// head, in blocks of 64 keys. Each K and V row of a block is read and converted (F16/BF16 widened, Q8_0/Q4_0
 // dequantized) in registers once per row group and used for all its rows — in decode a row group is the GQA
 // group, so each KV row is read once for all of its query heads. Per block: logits for all (row, key) pairs,
 // one online-softmax rescale per row, then the weighted V sum. A block every row sees whole (decode, and the
@@ -27,7 +27,9 @@ constexpr int kRowsPerGroup = 4;
 inline int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
 inline int64_t max64(int64_t a, int64_t b) { return a > b ? a : b; }
 inline float maxf(float a, float b) { return a > b ? a : b; }
-constexpr int kBlockKeys = 32;
+constexpr int kBlockKeys = 64;
+using KeyBits = uint64_t; // one bit per key of a block
+inline KeyBits low_bits(int64_t n) { return n >= 64 ? ~KeyBits(0) : (KeyBits(1) << n) - 1; }
 
 template <class Vec, fst_type T> inline typename Vec::V load_row_chunk(const unsigned char *row, int64_t c) {
     if constexpr (T == FST_TYPE_F32) return Vec::load_f32(row, c);
@@ -50,13 +52,13 @@ inline void load_row_pair(const unsigned char *row, int64_t c, typename Vec::V &
 
 // Raw dot products x[r][j] = q_r . k_j for the keys of `keys` (a bit set over the block) and NR rows.
 template <class Vec, int NR, fst_type KT>
-void block_logits(const ChunkArgs &a, const float *q, int64_t j0, uint32_t keys, float x[][kBlockKeys]) {
+void block_logits(const ChunkArgs &a, const float *q, int64_t j0, KeyBits keys, float x[][kBlockKeys]) {
     using V = typename Vec::V;
     constexpr int K = Vec::kQkKeys;
     const int64_t n_chunks = a.D / Vec::W;
     int idx[kBlockKeys];
     int n = 0;
-    for (uint32_t b = keys; b; b &= b - 1) idx[n++] = __builtin_ctz(b);
+    for (KeyBits b = keys; b; b &= b - 1) idx[n++] = __builtin_ctzll(b);
     for (int t = 0; t < n; t += K) {
         const int nk = K < n - t ? K : n - t;
         const unsigned char *krow[K];
@@ -84,7 +86,7 @@ void block_logits(const ChunkArgs &a, const float *q, int64_t j0, uint32_t keys,
 // (G a compile-time count so that the NR x G accumulators stay in registers). A key hidden from row r (bit clear in
 // vis[r]) is never multiplied into acc_r, so NaN in its V cannot reach that row.
 template <class Vec, int NR, fst_type VT, int G>
-void values_group(const ChunkArgs &a, float *acc, int64_t j0, uint32_t keys, uint32_t all_rows, const uint32_t *vis,
+void values_group(const ChunkArgs &a, float *acc, int64_t j0, KeyBits keys, KeyBits all_rows, const KeyBits *vis,
                   const float p[][kBlockKeys], const float *alpha, int64_t c0) {
     using V = typename Vec::V;
     V o[NR][G];
@@ -93,8 +95,8 @@ void values_group(const ChunkArgs &a, float *acc, int64_t j0, uint32_t keys, uin
         for (int u = 0; u < G; ++u) o[r][u] = Vec::mul(Vec::load(acc + r * a.DV + (c0 + u) * Vec::W), al);
     }
     // Keys in order (so a row's sum never depends on what other rows see); a key every row sees takes plain FMAs.
-    for (uint32_t b = keys; b; b &= b - 1) {
-        const int j = __builtin_ctz(b);
+    for (KeyBits b = keys; b; b &= b - 1) {
+        const int j = __builtin_ctzll(b);
         const unsigned char *vrow = a.v + size_t(j0 + j) * a.v_stride;
         V vv[G];
         for (int u = 0; u < G; ++u) vv[u] = load_row_chunk<Vec, VT>(vrow, c0 + u);
@@ -117,11 +119,11 @@ void values_group(const ChunkArgs &a, float *acc, int64_t j0, uint32_t keys, uin
 }
 
 template <class Vec, int NR, fst_type VT>
-void block_values(const ChunkArgs &a, float *acc, int64_t j0, uint32_t keys, const uint32_t *vis,
+void block_values(const ChunkArgs &a, float *acc, int64_t j0, KeyBits keys, const KeyBits *vis,
                   const float p[][kBlockKeys], const float *alpha) {
     constexpr int G = Vec::kPvChunks;
     const int64_t n_chunks = a.DV / Vec::W;
-    uint32_t all_rows = keys;
+    KeyBits all_rows = keys;
     for (int r = 0; r < NR; ++r) all_rows &= vis[r];
     int64_t c0 = 0;
     for (; c0 + G <= n_chunks; c0 += G) values_group<Vec, NR, VT, G>(a, acc, j0, keys, all_rows, vis, p, alpha, c0);
@@ -224,21 +226,21 @@ template <class Vec, int NR, fst_type KT, fst_type VT> void attend_rows(const Ch
     for (int64_t j0 = 0; j0 < a.n_keys; j0 += kBlockKeys) {
         const int nb = int(min64(kBlockKeys, a.n_keys - j0));
         // Which keys of the block each row sees.
-        uint32_t vis[kRowsPerGroup] = {0, 0, 0, 0}, any = 0;
+        KeyBits vis[kRowsPerGroup] = {0, 0, 0, 0}, any = 0;
         for (int r = 0; r < NR; ++r) {
             const int64_t lo = max64(a.lo[r0 + r] - j0, 0), hi = min64(a.hi[r0 + r] - j0, nb);
-            uint32_t bits = hi > lo ? (uint32_t((uint64_t(1) << hi) - 1) & ~uint32_t((uint64_t(1) << lo) - 1)) : 0u;
+            KeyBits bits = hi > lo ? low_bits(hi) & ~low_bits(lo) : 0;
             if (a.bias)
-                for (uint32_t b = bits; b; b &= b - 1) {
-                    const int j = __builtin_ctz(b);
-                    if (a.bias[(r0 + r) * a.bias_stride + j0 + j] == neg_inf) bits &= ~(1u << j);
+                for (KeyBits b = bits; b; b &= b - 1) {
+                    const int j = __builtin_ctzll(b);
+                    if (a.bias[(r0 + r) * a.bias_stride + j0 + j] == neg_inf) bits &= ~(KeyBits(1) << j);
                 }
             vis[r] = bits;
             any |= bits;
         }
         if (any == 0) continue;
 
-        constexpr uint32_t all_keys = ~uint32_t(0);
+        constexpr KeyBits all_keys = ~KeyBits(0);
         bool full = nb == kBlockKeys;
         for (int r = 0; r < NR; ++r) full = full && vis[r] == all_keys;
 
@@ -265,7 +267,7 @@ template <class Vec, int NR, fst_type KT, fst_type VT> void attend_rows(const Ch
                 V xv = Vec::load(&x[r][k * Vec::W]);
                 if (a.softcap <= 0.0f) xv = Vec::mul(scale_v, xv);
                 if (bias) xv = Vec::add(xv, Vec::load(bias + k * Vec::W)); // lanes past n_keys are masked below
-                xs[k] = Vec::blend((vis[r] >> (k * Vec::W)) & lane_bits, neg_inf_v, xv);
+                xs[k] = Vec::blend(uint32_t(vis[r] >> (k * Vec::W)) & lane_bits, neg_inf_v, xv);
                 mx = Vec::max(mx, xs[k]);
             }
             const float block_max = Vec::reduce_max(mx);
@@ -279,7 +281,7 @@ template <class Vec, int NR, fst_type KT, fst_type VT> void attend_rows(const Ch
             const V neg_m = Vec::set1(-m_new);
             V sum = zero_v;
             for (int k = 0; k < NV; ++k) {
-                const V pv = Vec::blend((vis[r] >> (k * Vec::W)) & lane_bits, zero_v, Vec::exp(Vec::add(xs[k], neg_m)));
+                const V pv = Vec::blend(uint32_t(vis[r] >> (k * Vec::W)) & lane_bits, zero_v, Vec::exp(Vec::add(xs[k], neg_m)));
                 Vec::store(&p[r][k * Vec::W], pv);
                 sum = Vec::add(sum, pv);
             }
