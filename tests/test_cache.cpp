@@ -299,6 +299,16 @@ TEST(Cache, MaxTokensSmallerThanTheHotTier) {
     run_case(c);
 }
 
+// A batch larger than max_tokens - n_keep (found by fuzz_cache: the layer kept the whole batch).
+TEST(Cache, OneBatchLargerThanMaxTokens) {
+    Case c{"batch_over_max_tokens", FST_TYPE_F16, 64, {kQ8}};
+    c.n_keep = 1;
+    c.max_tokens = 20;
+    c.batches = {33, 2, 45, 1};
+    c.N = 120;
+    run_case(c);
+}
+
 TEST(Cache, NKeepLargerThanOneAppend) {
     Case c{"keep_batches", FST_TYPE_F32, 4, {bounded(FST_TYPE_Q4_0, 4), kQ8}};
     c.n_keep = 7;

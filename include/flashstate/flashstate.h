@@ -205,10 +205,11 @@ typedef struct fst_cache fst_cache; /* opaque */
 
 typedef struct fst_cache_tier {
     fst_type type;      /* hot: F32/F16; cold RAM: Q8_0/Q4_0; file-backed: F32/F16/BF16/Q8_0/Q4_0 */
-    int64_t capacity;   /* most tokens this tier holds per layer, >= migrate_chunk; 0 = unbounded (the last tier
-                         * only; with max_tokens > 0 it then holds max_tokens - n_keep). A bounded last tier needs
-                         * max_tokens > 0 and capacity >= max_tokens - n_keep. The hot tier may have capacity 0 when
-                         * cold tiers follow: no hot window, appended tokens are converted straight to tiers[1]. */
+    int64_t capacity;   /* most tokens this tier holds per layer; >= migrate_chunk before the last tier. 0 = unbounded
+                         * (the last tier only; with max_tokens > 0 it then holds max_tokens - n_keep). A bounded last
+                         * tier needs max_tokens > 0 and capacity >= max_tokens - n_keep. The hot tier may have
+                         * capacity 0 when cold tiers follow: no hot window, tokens are converted straight to tiers[1].
+                         * Any tier's storage is limited to 2^46 bytes per layer. */
     const char *path;   /* NULL: RAM; else this tier is the file at path, memory-mapped (the last tier only, not the
                          * hot one). The cache creates or truncates it, locks it (a second live cache on the same
                          * path fails with FST_ERR_IO) and deletes it on fst_cache_free: scratch, not a save. */

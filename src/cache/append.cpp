@@ -49,8 +49,13 @@ public:
             const size_t entry = tiers_.size() > 1 && c_.tiers[0].capacity == 0 ? 1 : 0;
             Tier &hot = tiers_[entry];
             const int64_t chunk = std::min(c_.migrate_chunk, hot.capacity());
-            const int64_t p = hot.bounded() ? std::min(n - i, hot.room() > 0 ? hot.room() : chunk) : n - i;
-            if (c_.max_tokens > 0) evict(layer_.n_held() + p - c_.max_tokens);
+            int64_t p = hot.bounded() ? std::min(n - i, hot.room() > 0 ? hot.room() : chunk) : n - i;
+            // Eviction can only drop tokens already held, so a step adds at most max_tokens - n_keep of them (the
+            // older part of a larger batch is written, then evicted by the next step).
+            if (c_.max_tokens > 0) {
+                p = std::min(p, c_.max_tokens - c_.n_keep);
+                evict(layer_.n_held() + p - c_.max_tokens);
+            }
             while (hot.bounded() && hot.room() < p) spill(entry);
             write(hot, k, v, i, p);
             i += p;

@@ -91,6 +91,9 @@ void validate_config(const fst_cache_config &c, fst_status status) {
             fail(name, field, tokens, "at most 2^46 bytes of K and V per layer", status);
     };
     for (int i = 0; i < c.n_tiers; ++i) check_bytes(tier_name(i), "capacity", tier_capacity(c, i), enum_value(c.tiers[i].type));
+    // An unbounded last tier grows in blocks of max(256, migrate_chunk) tokens, doubling: the first must fit too.
+    if (tier_capacity(c, last) == 0)
+        check_bytes("config", "migrate_chunk", std::max<int64_t>(256, c.migrate_chunk), enum_value(c.tiers[last].type));
     check_bytes("config", "n_keep", c.n_keep, enum_value(c.tiers[0].type));
 }
 

@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <bit>
+#include <string>
 
 namespace fst {
 
@@ -21,6 +22,11 @@ Tier::Tier(fst_type type, int64_t D, int64_t DV, int64_t n_head_kv, int64_t capa
 }
 
 void Tier::add_extent(int64_t tokens) {
+    // The same bound as the config's rings (validate_config), checked in floating point so that it cannot wrap.
+    const double total = double(row_k_ + row_v_) * double(tokens) * double(n_head_kv_);
+    if (!(total <= double(int64_t(1) << 46)))
+        fail_message("a cache tier of " + std::to_string(tokens) + " more tokens would exceed 2^46 bytes of K and V "
+                     "per layer", FST_ERR_OUT_OF_MEMORY);
     Extent e;
     e.capacity = tokens;
     const size_t k_bytes = align64(row_k_ * size_t(tokens) * size_t(n_head_kv_));
