@@ -7,6 +7,7 @@ fuzzer mutates them, and a change to a target's decoding merely makes them start
 """
 import os
 import struct
+import zlib
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -88,6 +89,69 @@ def quant(op, type_index, n, exponent_index=0, raw=False, seed=1):
     return bytes([op, type_index]) + u16(n) + bytes([0, 0, 0, 0, 0xff if raw else 0, exponent_index]) + u64(seed)
 
 
+def cache_config(n_layer=1, n_head_kv=1, D=64, DV=64, chunk=0, tiers=((0, 0),), n_keep=0, max_tokens=0, edit=()):
+    """fuzz_cache's decode_config: table indices (see the tables there). tiers: (type index, capacity index) and,
+    for a last tier after the hot one, a third item: None (RAM) or the file-backed tier's type index."""
+    b = bytes([n_layer - 1, n_head_kv - 1, [32, 64].index(D), [32, 64].index(DV), len(tiers) - 1, chunk])
+    for i, t in enumerate(tiers):
+        b += bytes(t[:2])
+        if i == len(tiers) - 1 and i > 0:
+            b += bytes([0]) if len(t) < 3 or t[2] is None else bytes([1, t[2]])
+    return b + bytes([n_keep, max_tokens]) + (bytes([0xf0, *edit]) if edit else b'\x00')
+
+
+def cache_append(n_index=0, n_byte=0, layer=0, types=(0, 0)):
+    """op 0: layer, then (op_append) a rare byte, the layer, n, a rare byte, k's type and view, v's type and view."""
+    return bytes([0, layer, 0, layer, n_byte, n_index, 0, types[0]]) + view() + bytes([types[1]]) + view()
+
+
+def cache_attn_args(n_q=1, n_head_mult=1, threads=1, scale=0, softcap=0, max_bias=0, mask=0, window=0, q_pos0=0,
+                    sinks=False):
+    """decode_attn: shape, parameters (table indices), q's type and view, sinks, state and out."""
+    b = bytes([n_q - 1, n_head_mult - 1, threads - 1, scale, softcap, max_bias, mask, window, q_pos0, 0, 0]) + view()
+    b += bytes([1]) + view() if sinks else bytes([0])
+    return b + view() + view()
+
+
+def cache_attn(layer=0, **kw):
+    return bytes([2, layer, 0]) + cache_attn_args(**kw)
+
+
+def cache_ops(config, ops, seed=1):
+    return b'\x00' + config + u64(seed) + bytes([len(ops) - 1]) + b''.join(ops)
+
+
+def cache_file(n_keep=2, hot=(1, 32, 5), cold=(8, 0, 20), D=32, DV=32, H=1, chunk=16, path=None, break_crcs=False):
+    """A cache file written from docs/cache.md (not by the library): one layer, a hot tier and a cold tier given as
+    (type, capacity, tokens), n_keep tokens at the hot type; rows are small finite values."""
+    def rows(type_, n):
+        if type_ in (0, 1):  # F32, F16
+            return b''.join(struct.pack('<f' if type_ == 0 else '<e', ((i * 7) % 13 - 6) / 8) for i in range(n))
+        blocks = n // 32  # Q8_0: an F16 scale, then 32 int8
+        return b''.join(struct.pack('<e', 0.01) + bytes((j * 5) % 256 for j in range(32)) for _ in range(blocks))
+
+    def tier_rows(type_, tokens):
+        return (rows(type_, D) * tokens + rows(type_, DV) * tokens) * H
+
+    config = struct.pack('<iiqqi', 1, H, D, DV, 2)
+    for i, (type_, capacity, _) in enumerate((hot, cold)):
+        p = path.encode() if path and i == 1 else None
+        config += struct.pack('<iqI', type_, capacity, len(p) if p else 0xffffffff) + (p or b'')
+    config += struct.pack('<qqq', n_keep, 0, chunk)
+    held = n_keep + hot[2] + cold[2]
+    layer = struct.pack('<qq', held, n_keep) + tier_rows(hot[0], n_keep)
+    layer += struct.pack('<qq', 0, hot[2]) + tier_rows(hot[0], hot[2])
+    layer += struct.pack('<qq', 0, cold[2]) + tier_rows(cold[0], cold[2])
+
+    def section(kind, payload):
+        head = struct.pack('<IIQ', kind, 0, len(payload)) + payload
+        return head + struct.pack('<I', 0 if break_crcs else zlib.crc32(head))
+
+    body = section(1, config) + section(2, layer)
+    header = b'FSTCACHE' + struct.pack('<IIQI', 1, 32, 32 + len(body), 2)
+    return header + struct.pack('<I', 0 if break_crcs else zlib.crc32(header)) + body
+
+
 PADDED = dict(layout=8, pads=(1, 2, 3))
 PERMUTED = dict(layout=1)  # dimensions 2, 1, 3 from the innermost
 
@@ -136,6 +200,26 @@ SEEDS = {
         'round-trip-bf16': quant(2, 2, 33),
         'dequantize-q8_0': quant(1, 3, 128),
         'bad-n': quant(0, 3, 31),
+    },
+    'fuzz_cache': {
+        'ops-f16-q8_0-n_keep-append-attn-save': cache_ops(
+            cache_config(n_head_kv=2, DV=32, tiers=((0, 0), (0, 0)), n_keep=1),
+            [cache_append(n_index=3), cache_append(n_index=4, n_byte=99, types=(1, 1)),
+             cache_attn(n_q=2, n_head_mult=2, mask=1, sinks=True), bytes([7, 0]), bytes([5, 0]) + cache_attn_args(),
+             bytes([6, 0, 0, 0x10, 0x00, 0x55])]),
+        'ops-three-tiers-file-backed-streaming': cache_ops(
+            cache_config(n_layer=2, chunk=1, tiers=((1, 0), (1, 0), (0, 0, 0)), n_keep=1, max_tokens=3),
+            [cache_append(n_index=4, n_byte=119), cache_append(n_index=2, layer=1), cache_append(n_index=3),
+             cache_attn(mask=2, window=2, softcap=2, q_pos0=1), bytes([4, 0, 1]),
+             bytes([5, 1, 0]) + cache_attn_args() + cache_attn_args(max_bias=1), bytes([6, 0, 1, 0x34, 0x12])]),
+        'ops-single-hot-tier-f32': cache_ops(cache_config(D=32, tiers=((1, 0),)),
+                                             [cache_append(n_index=1), cache_attn(threads=2, scale=1)]),
+        'ops-invalid-config-q8_0-hot': cache_ops(cache_config(tiers=((0, 0), (0, 0)), edit=(0, 5, 3)),
+                                                 [cache_append()]),
+        'file-valid': b'\x01' + cache_file(),
+        'file-valid-q8_0-file-tier': b'\x01' + cache_file(n_keep=0, hot=(0, 32, 3), cold=(8, 0, 4), D=64,
+                                                           path='/tmp/fuzz_cache-seed.tier'),
+        'file-checksums-fixed-by-the-harness': b'\x02' + cache_file(H=2, break_crcs=True),
     },
 }
 
