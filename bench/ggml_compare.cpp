@@ -29,9 +29,9 @@ namespace {
 constexpr int64_t D = 128, N_HEAD = 32, N_HEAD_KV = 8;
 constexpr int64_t MiB = int64_t(1) << 20;
 // Result checks. flashstate: SPEC section 4's bound. ggml rounds Q to K's type and, for F16 V, accumulates the
-// output in F16, an error that grows with n_kv (5e-2 at 128k keys here); its bound only catches a harness mistake
-// (layout, head mapping, wrong copy), which gives errors of order 1.
-constexpr double GGML_BOUND = 0.25, FST_BOUND = 1e-5;
+// output in F16, an error that grows with n_kv (0.14 at 128k keys on one thread here); its bound only catches a
+// harness mistake (layout, head mapping, wrong copy), which gives errors of order 1.
+constexpr double GGML_BOUND = 0.5, FST_BOUND = 1e-5;
 
 struct Case {
     std::string name;
@@ -419,6 +419,6 @@ int main(int argc, char **argv) {
     std::printf("\nother processes (and the hypervisor) used %.1f%% of the machine's CPU time during the run\n",
                 100 * std::max(0.0, others) / capacity);
     std::printf("load average %.2f at the end%s\n", load_average(),
-                all_ok ? "" : "; a result check FAILED (bounds: fst err 1e-5, ggml err and diff 0.25)");
+                all_ok ? "" : "; a result check FAILED (bounds: fst err 1e-5, ggml err and diff 0.5)");
     return all_ok ? 0 : 1;
 }
