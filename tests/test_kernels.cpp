@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstring>
 #include <cstdio>
 #include <vector>
 
@@ -57,6 +58,29 @@ TEST(KernelExp, EdgesAreExact) {
         EXPECT_LT(y[2], 1e-37f) << fst_isa_name(l.isa);
         EXPECT_EQ(y[3], 1.0f) << fst_isa_name(l.isa) << ": e^0";
         EXPECT_TRUE(std::isnan(y[4])) << fst_isa_name(l.isa) << ": NaN in, NaN out";
+    }
+}
+
+// Every F16 bit pattern, at an odd offset and length (vector body and tail), against the reference's decoder.
+TEST(KernelF16Row, EveryValueWidensExactly) {
+    std::vector<unsigned char> src(1 + 2 * 65536 + 2 * 7);
+    for (uint32_t i = 0; i < 65536 + 7; ++i) {
+        const uint16_t h = uint16_t(i);
+        std::memcpy(src.data() + 1 + 2 * i, &h, 2);
+    }
+    const int64_t n = 65536 + 7;
+    for (const Level &l : levels_of_this_cpu()) {
+        std::vector<float> y(size_t(n), 1.0f);
+        l.table->f16_row_to_f32(src.data() + 1, y.data(), n);
+        for (int64_t i = 0; i < n; ++i) {
+            const double expected = ref::f16_to_double(uint16_t(i));
+            if (std::isnan(expected)) {
+                ASSERT_TRUE(std::isnan(y[size_t(i)])) << fst_isa_name(l.isa) << " bits " << i;
+                continue;
+            }
+            ASSERT_EQ(double(y[size_t(i)]), expected) << fst_isa_name(l.isa) << " bits " << i;
+            ASSERT_EQ(std::signbit(y[size_t(i)]), std::signbit(expected)) << fst_isa_name(l.isa) << " bits " << i;
+        }
     }
 }
 

@@ -83,12 +83,20 @@ void visible_range(const AttnProblem &P, const Segment &S, int64_t q_pos, int64_
 }
 
 // bias[j] for keys [j0, j0 + n) of one row: -inf where a kv_pos-defined virtual mask hides the key, plus slope * mask.
-void fill_bias(const AttnProblem &P, const Segment &S, const RowInfo &ri, int64_t j0, int64_t n, float *bias) {
+void fill_bias(const AttnProblem &P, const Segment &S, const kernels::KernelTable &kernels, const RowInfo &ri,
+               int64_t j0, int64_t n, float *bias) {
     const fst_attn_params &p = P.params;
     const unsigned char *mask_row = S.has_mask ? at(S.mask, ri.c.r, ri.c.h % S.mask.ne[2], ri.c.s % S.mask.ne[3]) : nullptr;
     const unsigned char *kv_pos_col =
         S.has_kv_pos ? static_cast<const unsigned char *>(S.kv_pos.data) + size_t(ri.c.s % S.kv_pos.ne[1]) * S.kv_pos.nb[1]
                      : nullptr;
+    if (mask_row && !kv_pos_col && S.mask.type == FST_TYPE_F16 && S.mask.nb[0] == 2) {
+        // The common case (ggml's F16 mask, contiguous rows): a vector conversion, then the ALiBi slope.
+        kernels.f16_row_to_f32(mask_row + size_t(j0) * 2, bias, n);
+        if (ri.slope != 1.0f)
+            for (int64_t j = 0; j < n; ++j) bias[j] = bias[j] == kNegInf ? kNegInf : ri.slope * bias[j];
+        return;
+    }
     for (int64_t j = 0; j < n; ++j) {
         if (kv_pos_col && p.virtual_mask != FST_MASK_NONE) {
             const int64_t kpos = load_i32(kv_pos_col + size_t(j0 + j) * S.kv_pos.nb[0]);
@@ -149,7 +157,7 @@ void compute_piece(const AttnProblem &P, const Plan &plan, const Tile &tile, con
         if (any_visible) { // a chunk no row can see is skipped without being computed
             a.bias = nullptr;
             if (sp.needs_bias) {
-                for (int64_t i = 0; i < n; ++i) fill_bias(P, S, rows[i], j0, nk, w.bias + i * C);
+                for (int64_t i = 0; i < n; ++i) fill_bias(P, S, *plan.kernels, rows[i], j0, nk, w.bias + i * C);
                 a.bias = w.bias;
             }
             a.k = at(S.k, j0, tile.hk, tile.sk);

@@ -41,25 +41,6 @@ size_t type_alignment(fst_type t) {
     return t == FST_TYPE_F32 || t == FST_TYPE_I32 ? 4 : 2;
 }
 
-float f16_to_f32(uint16_t h) {
-    uint32_t sign = uint32_t(h & 0x8000) << 16;
-    uint32_t exp = (h >> 10) & 0x1f;
-    uint32_t mant = h & 0x3ff;
-    uint32_t bits;
-    if (exp == 0x1f) {
-        bits = sign | 0x7f800000 | (mant << 13);
-    } else if (exp != 0) {
-        bits = sign | ((exp + 112) << 23) | (mant << 13);
-    } else {
-        // Zero or subnormal: mant * 2^-24 is exact in F32.
-        float f = std::ldexp(float(mant), -24);
-        std::memcpy(&bits, &f, 4);
-        bits |= sign;
-    }
-    float f;
-    std::memcpy(&f, &bits, 4);
-    return f;
-}
 
 uint16_t f32_to_f16(float f) {
     uint32_t x;

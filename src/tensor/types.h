@@ -31,7 +31,27 @@ size_t type_alignment(fst_type t);        // required alignment of data and of n
 inline bool type_is_quantized(fst_type t) { return t == FST_TYPE_Q8_0 || t == FST_TYPE_Q4_0; }
 
 // IEEE binary16 and bfloat16: exact widening, round-to-nearest-even narrowing (NaN stays NaN, made quiet).
-float f16_to_f32(uint16_t h);
+// Exact. Inline: masks are converted element by element in the attention loop.
+inline float f16_to_f32(uint16_t h) {
+    uint32_t sign = uint32_t(h & 0x8000) << 16;
+    uint32_t exp = (h >> 10) & 0x1f;
+    uint32_t mant = h & 0x3ff;
+    uint32_t bits;
+    if (exp == 0x1f) {
+        bits = sign | 0x7f800000 | (mant << 13);
+    } else if (exp != 0) {
+        bits = sign | ((exp + 112) << 23) | (mant << 13);
+    } else {
+        // Zero or subnormal: mant * 2^-24 is exact in F32 (a multiplication: ldexp made zeros, e.g. every entry of
+        // a causal mask, ten times slower to convert).
+        float f = float(mant) * 0x1p-24f;
+        std::memcpy(&bits, &f, 4);
+        bits |= sign;
+    }
+    float f;
+    std::memcpy(&f, &bits, 4);
+    return f;
+}
 uint16_t f32_to_f16(float f);
 inline float bf16_to_f32(uint16_t h) {
     uint32_t bits = uint32_t(h) << 16;

@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <limits>
 
 namespace fst::kernels {
@@ -88,10 +89,20 @@ void exp_array(const float *x, float *y, int64_t n) {
     for (int64_t i = 0; i < n; ++i) y[i] = std::exp(x[i]);
 }
 
+void f16_row_to_f32(const void *x, float *y, int64_t n) {
+    const unsigned char *bytes = static_cast<const unsigned char *>(x);
+    for (int64_t i = 0; i < n; ++i) {
+        uint16_t h;
+        std::memcpy(&h, bytes + 2 * i, 2);
+        y[i] = f16_to_f32(h);
+    }
+}
+
 } // namespace
 
 const KernelTable &portable_kernels() {
-    static const KernelTable table{FST_ISA_PORTABLE, "portable", attend_chunk, scratch_floats, supports, exp_array};
+    static const KernelTable table{FST_ISA_PORTABLE, "portable", attend_chunk, scratch_floats, supports, exp_array,
+                                   f16_row_to_f32};
     return table;
 }
 

@@ -7,6 +7,7 @@
 
 #include "kernels/kernel.h"
 
+#include <bit>
 #include <cfloat>
 #include <cmath>
 #include <cstdint>
@@ -43,14 +44,23 @@ template <class Vec, fst_type KT, fst_type VT> void attend_lanes(const ChunkArgs
     V m_v[RV], s_v[RV], alpha_v[RV];
     for (int v = 0; v < RV; ++v) m_v[v] = Vec::set1(neg_inf), s_v[v] = Vec::zero();
     const uint32_t real_rows = n >= 32 ? ~0u : (uint32_t(1) << n) - 1;
-    const bool scalar_logits = a.softcap > 0.0f || a.bias != nullptr;
 
     for (int64_t j0 = 0; j0 < a.n_keys; j0 += kLaneBlock) {
         const int nb = int(min64(kLaneBlock, a.n_keys - j0));
         // Which rows see each key.
         uint32_t key_rows[kLaneBlock];
         uint32_t any = 0;
-        bool all_see_all = a.bias == nullptr; // the common case (no mask tensor, block inside every row's range)
+        // A mask whose values are all +0 over this block (the inside of a causal or window mask, given as a tensor)
+        // is no mask here: the block then takes the same path as without one.
+        bool block_bias = false;
+        if (a.bias)
+            for (int64_t r = 0; r < n && !block_bias; ++r) {
+                uint32_t bits = 0;
+                for (int j = 0; j < nb; ++j) bits |= std::bit_cast<uint32_t>(a.bias[r * a.bias_stride + j0 + j]);
+                block_bias = bits != 0;
+            }
+        const bool scalar_logits = a.softcap > 0.0f || block_bias;
+        bool all_see_all = !block_bias; // the common case (block inside every row's range, no mask values)
         for (int64_t r = 0; r < n && all_see_all; ++r) all_see_all = a.lo[r] <= j0 && a.hi[r] >= j0 + nb;
         if (all_see_all) {
             for (int j = 0; j < nb; ++j) key_rows[j] = real_rows;
@@ -60,7 +70,7 @@ template <class Vec, fst_type KT, fst_type VT> void attend_lanes(const ChunkArgs
             uint32_t bits = 0;
             for (int64_t r = 0; r < n; ++r) {
                 const bool seen = j0 + j >= a.lo[r] && j0 + j < a.hi[r] &&
-                                  (a.bias == nullptr || a.bias[r * a.bias_stride + j0 + j] != neg_inf);
+                                  (!block_bias || a.bias[r * a.bias_stride + j0 + j] != neg_inf);
                 bits |= uint32_t(seen) << r;
             }
             key_rows[j] = bits;
@@ -103,7 +113,7 @@ template <class Vec, fst_type KT, fst_type VT> void attend_lanes(const ChunkArgs
                 for (int64_t r = 0; r < n; ++r) {
                     float x = a.scale * pt[j * kLaneRows + r];
                     if (a.softcap > 0.0f) x = a.softcap * std::tanh(x / a.softcap);
-                    if (a.bias) x += a.bias[r * a.bias_stride + j0 + j];
+                    if (block_bias) x += a.bias[r * a.bias_stride + j0 + j];
                     pt[j * kLaneRows + r] = x;
                 }
 

@@ -347,6 +347,19 @@ template <class Vec> size_t scratch_floats(int64_t D, int64_t DV, int64_t) { ret
 // D and DV must be whole vectors (and quantized rows whole blocks, which validation already ensures).
 template <class Vec> bool supports(int64_t D, int64_t DV) { return D % Vec::W == 0 && DV % Vec::W == 0; }
 
+template <class Vec> void f16_row_to_f32(const void *x, float *y, int64_t n) {
+    const unsigned char *bytes = static_cast<const unsigned char *>(x);
+    int64_t i = 0;
+    for (; i + Vec::W <= n; i += Vec::W) Vec::store(y + i, Vec::load_f16(bytes + 2 * i, 0));
+    if (i < n) { // the tail through a zero-padded vector
+        alignas(64) unsigned char t[2 * Vec::W] = {};
+        alignas(64) float f[Vec::W];
+        for (int64_t j = 2 * i; j < 2 * n; ++j) t[j - 2 * i] = bytes[j];
+        Vec::store(f, Vec::load_f16(t, 0));
+        for (int64_t j = i; j < n; ++j) y[j] = f[j - i];
+    }
+}
+
 template <class Vec> void exp_array(const float *x, float *y, int64_t n) {
     int64_t i = 0;
     for (; i + Vec::W <= n; i += Vec::W) Vec::store(y + i, Vec::exp(Vec::load(x + i)));
