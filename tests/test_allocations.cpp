@@ -1,6 +1,7 @@
 // A call in steady state allocates nothing (issue: "no heap allocation per call"): after a warm-up call of the same
 // shape, every entry point runs without reaching operator new, on one thread or on the pool.
 #include "support/buffer.h"
+#include "support/count_allocations.h"
 
 #include <gtest/gtest.h>
 
@@ -10,19 +11,8 @@
 #include <random>
 
 namespace {
-std::atomic<long> g_allocations{0};
-}
 
-// Replaces the global allocator of this test program only, to count allocations.
-void *operator new(std::size_t n) {
-    g_allocations.fetch_add(1, std::memory_order_relaxed);
-    if (void *p = std::malloc(n == 0 ? 1 : n)) return p;
-    throw std::bad_alloc();
-}
-void operator delete(void *p) noexcept { std::free(p); }
-void operator delete(void *p, std::size_t) noexcept { std::free(p); }
-
-namespace {
+using fst_test::g_allocations;
 
 using fst_test::Buffer;
 

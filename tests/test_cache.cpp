@@ -7,7 +7,7 @@
 //     ALiBi, softcap, sinks, causal with an offset and sliding windows;
 //   - Q8_0 / Q4_0 bytes written by migration are ggml's reference quantizer's (shared/golden/quant);
 //   - fst_cache_stats reports tokens, capacity and bytes per tier.
-#include "test_cache_support.h"
+#include "support/cache_support.h"
 
 #include "support/npy.h"
 

@@ -1,7 +1,8 @@
 // The cache in steady state allocates nothing: fst_cache_attn reuses a per-thread segment array, and appends to a
 // cache whose tiers are all rings (max_tokens) only move bytes. (A growing unbounded tier allocates one extent of
 // 256, 512, 1024, ... tokens when it fills: a logarithmic number of times.)
-#include "test_cache_support.h"
+#include "support/cache_support.h"
+#include "support/count_allocations.h"
 
 #include <gtest/gtest.h>
 
@@ -11,19 +12,8 @@
 #include <random>
 
 namespace {
-std::atomic<long> g_allocations{0};
-}
 
-// Replaces the global allocator of this test program only, to count allocations.
-void *operator new(std::size_t n) {
-    g_allocations.fetch_add(1, std::memory_order_relaxed);
-    if (void *p = std::malloc(n == 0 ? 1 : n)) return p;
-    throw std::bad_alloc();
-}
-void operator delete(void *p) noexcept { std::free(p); }
-void operator delete(void *p, std::size_t) noexcept { std::free(p); }
-
-namespace {
+using fst_test::g_allocations;
 
 using namespace cache_test;
 

@@ -1,7 +1,7 @@
 // Misuse of the cache gets a status and a message naming the argument, the field, the actual and the expected
 // value, and changes nothing: bad configs, appends of the wrong shape or type, queries that do not match the cache,
 // layers out of range, missing or unwritable files.
-#include "test_cache_support.h"
+#include "support/cache_support.h"
 
 #include <flashstate/flashstate.hpp>
 

@@ -5,7 +5,7 @@
 //     (never a crash, never a cache);
 //   - a well-formed file of another format version is FST_ERR_UNSUPPORTED; saving replaces a file atomically and
 //     leaves no temporary file; a file-backed tier in use by another live cache is not taken over.
-#include "test_cache_support.h"
+#include "support/cache_support.h"
 
 #include <flashstate/flashstate.hpp>
 

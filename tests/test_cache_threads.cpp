@@ -3,7 +3,7 @@
 // every result must be, bit for bit, the result over some prefix of the appends that a serial replica produced
 // (checked against the double reference), and the prefixes a reader sees never go backwards: no torn reads.
 // Runs under ThreadSanitizer (scripts/sanitize.sh).
-#include "test_cache_support.h"
+#include "support/cache_support.h"
 
 #include <flashstate/flashstate.hpp>
 
