@@ -137,11 +137,12 @@ template <fst_type T> constexpr int64_t row_bytes(int64_t n) {
     else return n / 32 * 18;
 }
 
-// Decode streams K and V from DRAM. Asking for each row kPrefetchKeys keys ahead into L2, spread one row at a time
-// over the arithmetic, made decode from DRAM ~7 % faster on the Xeon of docs/PERFORMANCE.md (16 keys and the L2
-// hint measured best of 16/32/64 keys and T0/T1/T2); prefetching whole blocks at once stalled the core instead.
+// Decode streams K and V from DRAM. Asking for each row some keys ahead into L2, spread one row at a time over the
+// arithmetic, made decode from DRAM 11-23 % faster on the Xeon of docs/PERFORMANCE.md: 12 keys ahead for F16/BF16
+// rows (3 KiB), 16 for quantized ones, measured best of 8/12/16/24/32 keys, the T0/T1/T2 hints and a 4 KiB
+// distance; prefetching whole blocks at once stalled the core instead.
 // A prefetch never faults, so asking past the end of the keys is harmless.
-constexpr int64_t kPrefetchKeys = 16;
+template <fst_type T> constexpr int64_t prefetch_keys() { return T == FST_TYPE_F16 || T == FST_TYPE_BF16 ? 12 : 16; }
 inline void prefetch_row(const unsigned char *row, int64_t bytes) {
     for (int64_t b = 0; b < bytes; b += 64) _mm_prefetch(reinterpret_cast<const char *>(row + b), _MM_HINT_T2);
 }
@@ -158,7 +159,7 @@ void block_logits_full(const ChunkArgs &a, const float *q, int64_t j0, float x[]
         const unsigned char *krow[K];
         for (int u = 0; u < K; ++u) {
             krow[u] = k0 + size_t(t + u) * a.k_stride;
-            prefetch_row(krow[u] + kPrefetchKeys * a.k_stride, row_bytes<KT>(a.D));
+            prefetch_row(krow[u] + prefetch_keys<KT>() * a.k_stride, row_bytes<KT>(a.D));
         }
         V acc[K][4];
         for (int u = 0; u < K; ++u)
@@ -194,7 +195,7 @@ void values_group_full(const ChunkArgs &a, float *acc, int64_t j0, const float p
     }
     const unsigned char *vrow = a.v + size_t(j0) * a.v_stride;
     for (int j = 0; j < kBlockKeys; ++j, vrow += a.v_stride) {
-        if (c0 == 0) prefetch_row(vrow + kPrefetchKeys * a.v_stride, row_bytes<VT>(a.DV));
+        if (c0 == 0) prefetch_row(vrow + prefetch_keys<VT>() * a.v_stride, row_bytes<VT>(a.DV));
         V vv[G];
         if constexpr (G % 2 == 0) {
             for (int u = 0; u < G; u += 2) load_row_pair<Vec, VT>(vrow, c0 + u, vv[u], vv[u + 1]);
