@@ -41,44 +41,44 @@ struct Vec {
         const __m512i w = _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i *>(row + c * W * 2)));
         return _mm512_castsi512_ps(_mm512_slli_epi32(w, 16));
     }
-    static float block_scale(const unsigned char *block) {
-        uint16_t h;
-        std::memcpy(&h, block, 2);
-        return _cvtsh_ss(h);
-    }
     // Q8_0: 34-byte blocks; chunk c is half c % 2 of block c / 2.
     static V load_q8_0(const unsigned char *row, int64_t c) {
         const unsigned char *b = row + (c >> 1) * 34;
         const __m512i q = _mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i *>(b + 2 + (c & 1) * 16)));
-        return _mm512_mul_ps(_mm512_set1_ps(block_scale(b)), _mm512_cvtepi32_ps(q));
+        return _mm512_mul_ps(block_scale_v(b), _mm512_cvtepi32_ps(q));
     }
     // Q4_0: 18-byte blocks; elements 0..15 are the low nibbles of the 16 bytes, 16..31 the high nibbles.
     static V load_q4_0(const unsigned char *row, int64_t c) {
-        const unsigned char *b = row + (c >> 1) * 18;
-        __m128i bytes = _mm_loadu_si128(reinterpret_cast<const __m128i *>(b + 2));
-        if (c & 1) bytes = _mm_srli_epi16(bytes, 4);
-        bytes = _mm_and_si128(bytes, _mm_set1_epi8(0x0f));
-        const __m512i q = _mm512_sub_epi32(_mm512_cvtepu8_epi32(bytes), _mm512_set1_epi32(8));
-        return _mm512_mul_ps(_mm512_set1_ps(block_scale(b)), _mm512_cvtepi32_ps(q));
+        V lo, hi;
+        load_q4_0_pair(row, c & ~int64_t(1), lo, hi);
+        return c & 1 ? hi : lo;
+    }
+
+    // The block scale broadcast to every lane: one 16-bit broadcast load and one conversion.
+    static V block_scale_v(const unsigned char *block) {
+        uint16_t h;
+        std::memcpy(&h, block, 2);
+        return _mm512_cvtph_ps(_mm256_set1_epi16(short(h)));
     }
 
     // Chunks c and c + 1 (c even: one whole block) at once, sharing the block's scale and load.
     static void load_q8_0_pair(const unsigned char *row, int64_t c, V &lo, V &hi) {
         const unsigned char *b = row + (c >> 1) * 34;
-        const V d = _mm512_set1_ps(block_scale(b));
+        const V d = block_scale_v(b);
         lo = _mm512_mul_ps(d, _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i *>(b + 2)))));
         hi = _mm512_mul_ps(d, _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i *>(b + 18)))));
     }
-    // (q - 8) * d as q * d + (-8 d): both products are exact (a 4-bit integer times an F16 value), so the fused
-    // form gives the same bits as the two-step one with one instruction less.
+    // A table of the block's 16 values d * (n - 8), then one lookup per lane: vpermps indexes by the low 4 bits
+    // of each lane, so the zero-extended bytes select by their low nibble as they are and by their high one after a
+    // shift. Each table entry is an exact product (a 4-bit integer times an F16 value), the same bits as
+    // (n - 8) * d; 9 instructions per block instead of 13 (convert, scale, offset per nibble).
     static void load_q4_0_pair(const unsigned char *row, int64_t c, V &lo, V &hi) {
         const unsigned char *b = row + (c >> 1) * 18;
-        const float d = block_scale(b);
-        const V dv = _mm512_set1_ps(d), off = _mm512_set1_ps(-8.0f * d);
+        const V nibble_values = _mm512_setr_ps(-8, -7, -6, -5, -4, -3, -2, -1, 0, 1, 2, 3, 4, 5, 6, 7);
+        const V table = _mm512_mul_ps(block_scale_v(b), nibble_values);
         const __m512i bytes = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i *>(b + 2)));
-        const __m512i nib = _mm512_set1_epi32(0x0f);
-        lo = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_and_si512(bytes, nib)), dv, off);
-        hi = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_srli_epi32(bytes, 4)), dv, off);
+        lo = _mm512_permutexvar_ps(bytes, table);
+        hi = _mm512_permutexvar_ps(_mm512_srli_epi32(bytes, 4), table);
     }
 
     // out[i] = sum of the lanes of the i-th argument. Lanes of different arguments never mix, so a NaN in one
