@@ -8,6 +8,8 @@
 #include <cmath>
 #include <cstring>
 #include <cstdio>
+#include <string>
+#include <algorithm>
 #include <vector>
 
 namespace {
@@ -120,6 +122,53 @@ TEST(KernelDispatch, OddHeadSizesStillMatchTheReference) {
         const ref::Result want = ref::attention(p, tq, tk, tv, nullptr, nullptr);
         EXPECT_LE(ref::rel_error(want, to), 1e-5);
     }
+}
+
+} // namespace
+
+namespace {
+
+// Every kernel converts K and V exactly as stored (SPEC section 4), through the straight-line path of whole 64-key
+// blocks (n_kv = 64) and the per-key path (n_kv = 32). With every key the same and a one-hot query, each logit is
+// one stored K element times 1, so the state's M must equal it bit for bit; every weight is e^0 = 1, so S = n_kv;
+// and with one non-zero V row, the output is that row / n_kv, exact for a power of two.
+TEST(KernelDequantization, StoredValuesReachLogitsAndOutputExactly) {
+    const int64_t D = 128, H = 4; // 4 query heads on 1 KV head: one GQA group, the decode path
+    for (fst_type type : {FST_TYPE_F32, FST_TYPE_F16, FST_TYPE_BF16, FST_TYPE_Q8_0, FST_TYPE_Q4_0})
+        for (int64_t nkv : {64, 32}) {
+            SCOPED_TRACE(std::string(fst_type_name(type)) + " n_kv " + std::to_string(nkv));
+            const size_t row = fst_type_size(type) * size_t(D / fst_type_block_size(type));
+            std::vector<float> src(static_cast<size_t>(D)), vsrc(static_cast<size_t>(D)), zeros(static_cast<size_t>(D), 0.0f);
+            for (int64_t i = 0; i < D; ++i) {
+                src[size_t(i)] = float((i * 7919) % 257) / 64.0f - 2.0f; // every Q4_0 nibble occurs
+                vsrc[size_t(i)] = float((i * 104729) % 251) / 50.0f - 2.5f;
+            }
+            std::vector<unsigned char> k(row * size_t(nkv)), v(row * size_t(nkv));
+            const int64_t hot = nkv / 2 + 5; // the one non-zero V row
+            for (int64_t j = 0; j < nkv; ++j) {
+                ASSERT_EQ(fst_quantize_row(type, src.data(), k.data() + row * size_t(j), D), FST_OK);
+                ASSERT_EQ(fst_quantize_row(type, j == hot ? vsrc.data() : zeros.data(), v.data() + row * size_t(j), D), FST_OK);
+            }
+            fst_tensor tk = fst_tensor_contiguous(type, D, nkv, 1, 1, k.data());
+            fst_tensor tv = fst_tensor_contiguous(type, D, nkv, 1, 1, v.data());
+            std::vector<float> q(size_t(D * H)), st(size_t(2 * H)), out(size_t(D * H));
+            fst_tensor tq = fst_tensor_contiguous(FST_TYPE_F32, D, 1, H, 1, q.data());
+            fst_tensor ts = fst_tensor_contiguous(FST_TYPE_F32, 2, H, 1, 1, st.data());
+            fst_tensor to = fst_tensor_contiguous(FST_TYPE_F32, D, H, 1, 1, out.data());
+            fst_attn_params p = fst_attn_default_params();
+            for (int64_t d0 = 0; d0 < D; d0 += H) {
+                std::fill(q.begin(), q.end(), 0.0f);
+                for (int64_t h = 0; h < H; ++h) q[size_t(h * D + d0 + h)] = 1.0f; // head h reads element d0 + h
+                ASSERT_EQ(fst_state_init(&ts, &to), FST_OK);
+                ASSERT_EQ(fst_attn_with_state(&p, &tq, &tk, &tv, nullptr, nullptr, &ts, &to), FST_OK) << fst_last_error();
+                for (int64_t h = 0; h < H; ++h) {
+                    ASSERT_EQ(st[size_t(2 * h)], float(ref::read(tk, d0 + h, 0))) << "logit of element " << d0 + h;
+                    ASSERT_EQ(st[size_t(2 * h + 1)], float(nkv));
+                    for (int64_t c = 0; c < D; ++c)
+                        ASSERT_EQ(out[size_t(h * D + c)], float(ref::read(tv, c, hot) / double(nkv))) << "output " << c;
+                }
+            }
+        }
 }
 
 } // namespace
