@@ -20,8 +20,8 @@ constexpr int kLaneRows = 32;  // rows per call at most (Plan::kTileRows)
 constexpr int kLaneBlock = 32; // keys per block
 
 template <class Vec> size_t lanes_scratch_floats(int64_t D, int64_t DV) {
-    return size_t(kLaneRows * D + (kLaneBlock + Vec::kLaneKeys) * D + kLaneBlock * DV + kLaneBlock * kLaneRows +
-                  DV * kLaneRows + 64);
+    const int64_t kv_rows = (kLaneBlock + Vec::kLaneKeys) * D > kLaneBlock * DV ? (kLaneBlock + Vec::kLaneKeys) * D : kLaneBlock * DV;
+    return size_t(kLaneRows * D + kv_rows + kLaneBlock * kLaneRows + DV * kLaneRows + 64);
 }
 
 template <class Vec, fst_type KT, fst_type VT> void attend_lanes(const ChunkArgs &a) {
@@ -32,14 +32,14 @@ template <class Vec, fst_type KT, fst_type VT> void attend_lanes(const ChunkArgs
     const int64_t D = a.D, DV = a.DV, n = a.n_rows;
     float *qt = a.scratch;                       // [D][32]  Q^T, zero in lanes past n
     float *kf = qt + kLaneRows * D;              // [32 + KK][D] K rows of the block in F32
-    float *vf = kf + (kLaneBlock + KK) * D;      // [32][DV]
-    float *pt = vf + kLaneBlock * DV;            // [32 keys][32 rows]: logits, then weights
+    float *vf = kf;                              // [32][DV]: V rows, converted once K's are used
+    const int64_t kv_rows = (kLaneBlock + KK) * D > kLaneBlock * DV ? (kLaneBlock + KK) * D : kLaneBlock * DV;
+    float *pt = kf + kv_rows;                    // [32 keys][32 rows]: logits, then weights
     float *ot = pt + kLaneBlock * kLaneRows;     // [DV][32 rows]: unnormalized O^T
     if (!a.same_q)
         for (int64_t d = 0; d < D; ++d)
             for (int64_t r = 0; r < kLaneRows; ++r) qt[d * kLaneRows + r] = r < n ? a.q[r * D + d] : 0.0f;
     for (int64_t i = 0; i < DV * kLaneRows; ++i) ot[i] = 0.0f;
-    for (int64_t i = 0; i < KK * D; ++i) kf[kLaneBlock * D + i] = 0.0f; // padding keys of a last partial step
 
     V m_v[RV], s_v[RV], alpha_v[RV];
     for (int v = 0; v < RV; ++v) m_v[v] = Vec::set1(neg_inf), s_v[v] = Vec::zero();
@@ -79,10 +79,10 @@ template <class Vec, fst_type KT, fst_type VT> void attend_lanes(const ChunkArgs
         if (any == 0) continue;
 
         for (int j = 0; j < nb; ++j) {
-            const unsigned char *krow = a.k + size_t(j0 + j) * a.k_stride, *vrow = a.v + size_t(j0 + j) * a.v_stride;
+            const unsigned char *krow = a.k + size_t(j0 + j) * a.k_stride;
             for (int64_t c = 0; c < D / W; ++c) Vec::store(kf + j * D + c * W, load_row_chunk<Vec, KT>(krow, c));
-            for (int64_t c = 0; c < DV / W; ++c) Vec::store(vf + j * DV + c * W, load_row_chunk<Vec, VT>(vrow, c));
         }
+        for (int64_t i = nb * D; i < (nb + KK - 1) / KK * KK * D; ++i) kf[i] = 0.0f; // padding keys of a last step
 
         // S^T = K Q^T, KK keys x RV row vectors of accumulators. Sums run over kDotChunk elements of D at a time and
         // the partial sums are added in memory: a 128-term running sum would lose more than SPEC section 4 allows.
@@ -142,6 +142,12 @@ template <class Vec, fst_type KT, fst_type VT> void attend_lanes(const ChunkArgs
             }
             s_v[v] = Vec::fma(s_v[v], alpha_v[v], sum);
             m_v[v] = m_new;
+        }
+
+        // V rows converted only now, into the space of K's: the kernel's buffers then fit the L1 cache better.
+        for (int j = 0; j < nb; ++j) {
+            const unsigned char *vrow = a.v + size_t(j0 + j) * a.v_stride;
+            for (int64_t c = 0; c < DV / W; ++c) Vec::store(vf + j * DV + c * W, load_row_chunk<Vec, VT>(vrow, c));
         }
 
         // O^T = O^T * alpha + V^T P^T, CC columns x RV row vectors of accumulators.
