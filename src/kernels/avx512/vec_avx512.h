@@ -81,6 +81,33 @@ struct Vec {
         hi = _mm512_permutexvar_ps(_mm512_srli_epi32(bytes, 4), table);
     }
 
+    // Transposes 16 vectors in place (r[i] lane j <-> r[j] lane i): pairs, quads, then 128-bit blocks twice.
+    static void transpose16(V (&r)[16]) {
+        V t[16];
+        for (int i = 0; i < 16; i += 2) {
+            t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
+            t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
+        }
+        for (int i = 0; i < 16; i += 4) {
+            const __m512d a = _mm512_castps_pd(t[i]), b = _mm512_castps_pd(t[i + 1]);
+            const __m512d c = _mm512_castps_pd(t[i + 2]), d = _mm512_castps_pd(t[i + 3]);
+            r[i] = _mm512_castpd_ps(_mm512_unpacklo_pd(a, c));
+            r[i + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(a, c));
+            r[i + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(b, d));
+            r[i + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(b, d));
+        }
+        // r[4q + k], 128-bit block b: lane 4b + k of inputs 4q..4q+3; gather the four q for each output.
+        for (int k = 0; k < 4; ++k) {
+            const V a = _mm512_shuffle_f32x4(r[k], r[4 + k], 0x88), b = _mm512_shuffle_f32x4(r[k], r[4 + k], 0xDD);
+            const V c = _mm512_shuffle_f32x4(r[8 + k], r[12 + k], 0x88), d = _mm512_shuffle_f32x4(r[8 + k], r[12 + k], 0xDD);
+            t[k] = _mm512_shuffle_f32x4(a, c, 0x88);
+            t[8 + k] = _mm512_shuffle_f32x4(a, c, 0xDD);
+            t[4 + k] = _mm512_shuffle_f32x4(b, d, 0x88);
+            t[12 + k] = _mm512_shuffle_f32x4(b, d, 0xDD);
+        }
+        for (int i = 0; i < 16; ++i) r[i] = t[i];
+    }
+
     // out[i] = sum of the lanes of the i-th argument. Lanes of different arguments never mix, so a NaN in one
     // accumulator stays in its own sum.
     static void reduce4(V a, V b, V c, V d, float *out) {
