@@ -669,6 +669,12 @@ int print_targets(const std::vector<Result> &results, const Limits &limits, bool
                                               r->roofline_ms)
                                      : "");
         }
+    // The ggml table was measured on an Intel Xeon: on another CPU its ratios compare two machines, not two kernels.
+    const std::string cpu = cpu_model();
+    if (cpu.find("Intel") == std::string::npos)
+        std::printf("%snote: the ggml times are issue 4's, from an Intel Xeon; this CPU is %s, so the vs-ggml lines "
+                    "compare across machines (bench/ggml_compare measures both in one run)\n",
+                    prefix, cpu.c_str());
     for (const DecodeTarget &d : decode)
         for (int64_t n_kv : {32768, 131072}) {
             const std::string name = std::string("decode-") + fst_type_name(d.type) + "-" + kilo(n_kv) + t;
