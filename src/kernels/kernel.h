@@ -47,6 +47,14 @@ struct KernelTable {
     void (*f16_row_to_f32)(const void *x, float *y, int64_t n); // exact widening (F16 masks, per tile and chunk)
 };
 
+// How far ahead the decode kernels prefetch K/V rows (in keys: rows of F32/F16/BF16, rows of Q8_0/Q4_0) and into
+// which cache level: L1 (prefetcht0) or L2 (prefetcht2). Chosen once per process for the CPU (dispatch.cpp).
+struct PrefetchTuning {
+    int64_t keys_wide = 12, keys_quantized = 16;
+    bool to_l1 = false;
+};
+const PrefetchTuning &prefetch_tuning();
+
 // The table for an ISA request (AUTO: the best this CPU has, lowered by FLASHSTATE_ISA). Never fails: a level the
 // CPU or build lacks falls back to the best one below it.
 const KernelTable &select_kernels(fst_isa requested);

@@ -16,7 +16,6 @@
 #include <cmath>
 #include <cstdint>
 #include <limits>
-#include <xmmintrin.h>
 
 namespace fst::kernels::simd {
 // Internal linkage: each ISA's file gets its own copies, so the linker can never pick a copy compiled for a wider ISA
@@ -137,20 +136,38 @@ template <fst_type T> constexpr int64_t row_bytes(int64_t n) {
     else return n / 32 * 18;
 }
 
-// Decode streams K and V from DRAM. Asking for each row some keys ahead into L2, spread one row at a time over the
-// arithmetic, made decode from DRAM 11-23 % faster on the Xeon of docs/PERFORMANCE.md: 12 keys ahead for F16/BF16
-// rows (3 KiB), 16 for quantized ones, measured best of 8/12/16/24/32 keys, the T0/T1/T2 hints and a 4 KiB
-// distance; prefetching whole blocks at once stalled the core instead.
-// A prefetch never faults, so asking past the end of the keys is harmless.
-template <fst_type T> constexpr int64_t prefetch_keys() { return T == FST_TYPE_F16 || T == FST_TYPE_BF16 ? 12 : 16; }
-inline void prefetch_row(const unsigned char *row, int64_t bytes) {
-    for (int64_t b = 0; b < bytes; b += 64) _mm_prefetch(reinterpret_cast<const char *>(row + b), _MM_HINT_T2);
+// Decode streams K and V from DRAM: each row is asked for some keys ahead, one row at a time spread over the
+// arithmetic (prefetching whole blocks at once stalled the core). How far ahead and into which cache level is
+// tuned per CPU kind (kernels/dispatch.cpp). A prefetch never faults, so asking past the end of the keys is harmless.
+struct RowPrefetch {
+    size_t k_ahead = 0, v_ahead = 0; // bytes from a row to the row to prefetch
+    int64_t k_bytes = 0, v_bytes = 0; // bytes of one row
+    bool to_l1 = false;
+};
+template <fst_type KT, fst_type VT> RowPrefetch row_prefetch(const ChunkArgs &a) {
+    const PrefetchTuning &t = prefetch_tuning();
+    auto keys = [&](fst_type type) { return type == FST_TYPE_Q8_0 || type == FST_TYPE_Q4_0 ? t.keys_quantized : t.keys_wide; };
+    RowPrefetch pf;
+    pf.k_ahead = size_t(keys(KT)) * a.k_stride;
+    pf.v_ahead = size_t(keys(VT)) * a.v_stride;
+    pf.k_bytes = row_bytes<KT>(a.D);
+    pf.v_bytes = row_bytes<VT>(a.DV);
+    pf.to_l1 = t.to_l1;
+    return pf;
+}
+// Volatile asm, not _mm_prefetch: with the hint chosen at run time GCC 12 deleted the _mm_prefetch loops as free of
+// side effects (at -O2 all of them, at -O3 the prefetcht0 ones), which silently turned the prefetch off.
+inline void prefetch_row(const unsigned char *row, int64_t bytes, bool to_l1) {
+    if (to_l1)
+        for (int64_t b = 0; b < bytes; b += 64) asm volatile("prefetcht0 (%0)" : : "r"(row + b));
+    else
+        for (int64_t b = 0; b < bytes; b += 64) asm volatile("prefetcht2 (%0)" : : "r"(row + b));
 }
 
 // Fast path for a block of kBlockKeys keys that every row sees (the common case of decode): straight-line code
 // without per-key visibility tests. Logits are reduced kQkKeys keys at a time by one reduction tree.
 template <class Vec, int NR, fst_type KT>
-void block_logits_full(const ChunkArgs &a, const float *q, int64_t j0, float x[][kBlockKeys]) {
+void block_logits_full(const ChunkArgs &a, const RowPrefetch &pf, const float *q, int64_t j0, float x[][kBlockKeys]) {
     using V = typename Vec::V;
     constexpr int K = Vec::kQkKeys;
     const int64_t n_chunks = a.D / Vec::W;
@@ -159,7 +176,7 @@ void block_logits_full(const ChunkArgs &a, const float *q, int64_t j0, float x[]
         const unsigned char *krow[K];
         for (int u = 0; u < K; ++u) {
             krow[u] = k0 + size_t(t + u) * a.k_stride;
-            prefetch_row(krow[u] + prefetch_keys<KT>() * a.k_stride, row_bytes<KT>(a.D));
+            prefetch_row(krow[u] + pf.k_ahead, pf.k_bytes, pf.to_l1);
         }
         V acc[K][4];
         for (int u = 0; u < K; ++u)
@@ -185,8 +202,8 @@ void block_logits_full(const ChunkArgs &a, const float *q, int64_t j0, float x[]
 }
 
 template <class Vec, int NR, fst_type VT, int G>
-void values_group_full(const ChunkArgs &a, float *acc, int64_t j0, const float p[][kBlockKeys], const float *alpha,
-                       int64_t c0) {
+void values_group_full(const ChunkArgs &a, const RowPrefetch &pf, float *acc, int64_t j0, const float p[][kBlockKeys],
+                       const float *alpha, int64_t c0) {
     using V = typename Vec::V;
     V o[NR][G];
     for (int r = 0; r < NR; ++r) {
@@ -195,7 +212,7 @@ void values_group_full(const ChunkArgs &a, float *acc, int64_t j0, const float p
     }
     const unsigned char *vrow = a.v + size_t(j0) * a.v_stride;
     for (int j = 0; j < kBlockKeys; ++j, vrow += a.v_stride) {
-        if (c0 == 0) prefetch_row(vrow + prefetch_keys<VT>() * a.v_stride, row_bytes<VT>(a.DV));
+        if (c0 == 0) prefetch_row(vrow + pf.v_ahead, pf.v_bytes, pf.to_l1);
         V vv[G];
         if constexpr (G % 2 == 0) {
             for (int u = 0; u < G; u += 2) load_row_pair<Vec, VT>(vrow, c0 + u, vv[u], vv[u + 1]);
@@ -212,18 +229,20 @@ void values_group_full(const ChunkArgs &a, float *acc, int64_t j0, const float p
 }
 
 template <class Vec, int NR, fst_type VT>
-void block_values_full(const ChunkArgs &a, float *acc, int64_t j0, const float p[][kBlockKeys], const float *alpha) {
+void block_values_full(const ChunkArgs &a, const RowPrefetch &pf, float *acc, int64_t j0, const float p[][kBlockKeys],
+                       const float *alpha) {
     constexpr int G = Vec::kPvChunks;
     const int64_t n_chunks = a.DV / Vec::W;
     int64_t c0 = 0;
-    for (; c0 + G <= n_chunks; c0 += G) values_group_full<Vec, NR, VT, G>(a, acc, j0, p, alpha, c0);
-    for (; c0 < n_chunks; ++c0) values_group_full<Vec, NR, VT, 1>(a, acc, j0, p, alpha, c0);
+    for (; c0 + G <= n_chunks; c0 += G) values_group_full<Vec, NR, VT, G>(a, pf, acc, j0, p, alpha, c0);
+    for (; c0 < n_chunks; ++c0) values_group_full<Vec, NR, VT, 1>(a, pf, acc, j0, p, alpha, c0);
 }
 
 template <class Vec, int NR, fst_type KT, fst_type VT> void attend_rows(const ChunkArgs &a, int64_t r0) {
     constexpr float neg_inf = -std::numeric_limits<float>::infinity();
     const float *q = a.q + r0 * a.D;
     float *m = a.m + r0, *s = a.s + r0, *acc = a.acc + r0 * a.DV;
+    const RowPrefetch pf = row_prefetch<KT, VT>(a);
     for (int64_t j0 = 0; j0 < a.n_keys; j0 += kBlockKeys) {
         const int nb = int(min64(kBlockKeys, a.n_keys - j0));
         // Which keys of the block each row sees.
@@ -247,7 +266,7 @@ template <class Vec, int NR, fst_type KT, fst_type VT> void attend_rows(const Ch
 
         alignas(64) float x[kRowsPerGroup][kBlockKeys];
         alignas(64) float p[kRowsPerGroup][kBlockKeys];
-        if (full) block_logits_full<Vec, NR, KT>(a, q, j0, x);
+        if (full) block_logits_full<Vec, NR, KT>(a, pf, q, j0, x);
         else block_logits<Vec, NR, KT>(a, q, j0, any, x);
 
         // Online softmax, one rescale per row per block: vector max, exp and sum over the block's 16 keys.
@@ -289,7 +308,7 @@ template <class Vec, int NR, fst_type KT, fst_type VT> void attend_rows(const Ch
             s[r] = s[r] * alpha[r] + Vec::reduce_add(sum);
         }
         for (int r = 0; r < NR; ++r) full = full && vis[r] == all_keys; // a row whose logits are all -inf drops out
-        if (full) block_values_full<Vec, NR, VT>(a, acc, j0, p, alpha);
+        if (full) block_values_full<Vec, NR, VT>(a, pf, acc, j0, p, alpha);
         else block_values<Vec, NR, VT>(a, acc, j0, any, vis, p, alpha);
     }
 }
