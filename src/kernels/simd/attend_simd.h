@@ -201,9 +201,11 @@ void block_logits_full(const ChunkArgs &a, const RowPrefetch &pf, const float *q
     }
 }
 
+// Rows 0..NR-1 of acc, p and alpha (the caller offsets them to reach other rows); prefetch_v: this pass asks for the
+// V rows ahead (one pass per block does).
 template <class Vec, int NR, fst_type VT, int G>
 void values_group_full(const ChunkArgs &a, const RowPrefetch &pf, float *acc, int64_t j0, const float p[][kBlockKeys],
-                       const float *alpha, int64_t c0) {
+                       const float *alpha, int64_t c0, bool prefetch_v) {
     using V = typename Vec::V;
     V o[NR][G];
     for (int r = 0; r < NR; ++r) {
@@ -212,7 +214,7 @@ void values_group_full(const ChunkArgs &a, const RowPrefetch &pf, float *acc, in
     }
     const unsigned char *vrow = a.v + size_t(j0) * a.v_stride;
     for (int j = 0; j < kBlockKeys; ++j, vrow += a.v_stride) {
-        if (c0 == 0) prefetch_row(vrow + pf.v_ahead, pf.v_bytes, pf.to_l1);
+        if (prefetch_v) prefetch_row(vrow + pf.v_ahead, pf.v_bytes, pf.to_l1);
         V vv[G];
         if constexpr (G % 2 == 0) {
             for (int u = 0; u < G; u += 2) load_row_pair<Vec, VT>(vrow, c0 + u, vv[u], vv[u + 1]);
@@ -233,9 +235,20 @@ void block_values_full(const ChunkArgs &a, const RowPrefetch &pf, float *acc, in
                        const float *alpha) {
     constexpr int G = Vec::kPvChunks;
     const int64_t n_chunks = a.DV / Vec::W;
+    // Wide V rows of 2G vectors (F16 at DV = 128 on AVX-512) are read whole, for two query rows at a time. Reading
+    // them in G-vector parts for all four rows (the first part of the block's 64 rows, then the second) defeated the
+    // hardware prefetcher: 25 % slower streaming from DRAM on a Zen 5 (docs/PERFORMANCE.md). Quantized rows are short
+    // and would be dequantized twice: they keep the parts.
+    constexpr bool wide = VT == FST_TYPE_F32 || VT == FST_TYPE_F16 || VT == FST_TYPE_BF16;
+    if constexpr (NR == kRowsPerGroup && wide)
+        if (n_chunks == 2 * G) {
+            values_group_full<Vec, 2, VT, 2 * G>(a, pf, acc, j0, p, alpha, 0, true);
+            values_group_full<Vec, 2, VT, 2 * G>(a, pf, acc + 2 * a.DV, j0, p + 2, alpha + 2, 0, false);
+            return;
+        }
     int64_t c0 = 0;
-    for (; c0 + G <= n_chunks; c0 += G) values_group_full<Vec, NR, VT, G>(a, pf, acc, j0, p, alpha, c0);
-    for (; c0 < n_chunks; ++c0) values_group_full<Vec, NR, VT, 1>(a, pf, acc, j0, p, alpha, c0);
+    for (; c0 + G <= n_chunks; c0 += G) values_group_full<Vec, NR, VT, G>(a, pf, acc, j0, p, alpha, c0, c0 == 0);
+    for (; c0 < n_chunks; ++c0) values_group_full<Vec, NR, VT, 1>(a, pf, acc, j0, p, alpha, c0, c0 == 0);
 }
 
 template <class Vec, int NR, fst_type KT, fst_type VT> void attend_rows(const ChunkArgs &a, int64_t r0) {
