@@ -251,78 +251,107 @@ void block_values_full(const ChunkArgs &a, const RowPrefetch &pf, float *acc, in
     for (; c0 < n_chunks; ++c0) values_group_full<Vec, NR, VT, 1>(a, pf, acc, j0, p, alpha, c0, c0 == 0);
 }
 
+// Online softmax of one block, one rescale per row: vector max, exp and sum over the block's keys. Turns the logits
+// w into weights in place and sets alpha (the factor for the row's earlier sum); a row whose visible logits are all
+// -inf drops out of vis.
+template <class Vec, int NR>
+void block_softmax(const ChunkArgs &a, int64_t r0, int64_t j0, KeyBits *vis, float w[][kBlockKeys], float *alpha) {
+    using V = typename Vec::V;
+    constexpr float neg_inf = -std::numeric_limits<float>::infinity();
+    constexpr int NV = kBlockKeys / Vec::W;
+    constexpr uint32_t lane_bits = (uint32_t(1) << Vec::W) - 1;
+    float *m = a.m + r0, *s = a.s + r0;
+    const V neg_inf_v = Vec::set1(neg_inf), zero_v = Vec::zero(), scale_v = Vec::set1(a.scale);
+    for (int r = 0; r < NR; ++r) {
+        alpha[r] = 1.0f;
+        if (vis[r] == 0) continue;
+        if (a.softcap > 0.0f) // rare: tanh stays scalar
+            for (int j = 0; j < kBlockKeys; ++j) w[r][j] = a.softcap * std::tanh(a.scale * w[r][j] / a.softcap);
+        const float *bias = a.bias ? a.bias + (r0 + r) * a.bias_stride + j0 : nullptr;
+        V xs[NV];
+        V mx = neg_inf_v;
+        for (int k = 0; k < NV; ++k) {
+            V xv = Vec::load(&w[r][k * Vec::W]);
+            if (a.softcap <= 0.0f) xv = Vec::mul(scale_v, xv);
+            if (bias) xv = Vec::add(xv, Vec::load(bias + k * Vec::W)); // lanes past n_keys are masked below
+            xs[k] = Vec::blend(uint32_t(vis[r] >> (k * Vec::W)) & lane_bits, neg_inf_v, xv);
+            mx = Vec::max(mx, xs[k]);
+        }
+        const float block_max = Vec::reduce_max(mx);
+        if (block_max == neg_inf) { // visible keys whose logit is -inf: nothing to add
+            vis[r] = 0;
+            continue;
+        }
+        const float m_new = maxf(m[r], block_max);
+        alpha[r] = s[r] != 0.0f ? std::exp(m[r] - m_new) : 0.0f;
+        m[r] = m_new;
+        const V neg_m = Vec::set1(-m_new);
+        V sum = zero_v;
+        for (int k = 0; k < NV; ++k) {
+            const V pv = Vec::blend(uint32_t(vis[r] >> (k * Vec::W)) & lane_bits, zero_v, Vec::exp(Vec::add(xs[k], neg_m)));
+            Vec::store(&w[r][k * Vec::W], pv);
+            sum = Vec::add(sum, pv);
+        }
+        s[r] = s[r] * alpha[r] + Vec::reduce_add(sum);
+    }
+}
+
+// Blocks go kSpanBlocks at a time: the logits of all of them, then each one's softmax, then the weighted V sums in
+// block order (each block's alpha rescales what the blocks before it added, as when they are taken one by one). K and
+// V are then read in runs of 256 rows instead of 64, which the hardware prefetcher follows better (docs/PERFORMANCE.md).
+constexpr int kSpanBlocks = int(kChunkKeys / kBlockKeys);
+
 template <class Vec, int NR, fst_type KT, fst_type VT> void attend_rows(const ChunkArgs &a, int64_t r0) {
     constexpr float neg_inf = -std::numeric_limits<float>::infinity();
+    constexpr KeyBits all_keys = ~KeyBits(0);
     const float *q = a.q + r0 * a.D;
-    float *m = a.m + r0, *s = a.s + r0, *acc = a.acc + r0 * a.DV;
+    float *acc = a.acc + r0 * a.DV;
     const RowPrefetch pf = row_prefetch<KT, VT>(a);
-    for (int64_t j0 = 0; j0 < a.n_keys; j0 += kBlockKeys) {
-        const int nb = int(min64(kBlockKeys, a.n_keys - j0));
-        // Which keys of the block each row sees.
-        KeyBits vis[kRowsPerGroup] = {0, 0, 0, 0}, any = 0;
-        for (int r = 0; r < NR; ++r) {
-            const int64_t lo = max64(a.lo[r0 + r] - j0, 0), hi = min64(a.hi[r0 + r] - j0, nb);
-            KeyBits bits = hi > lo ? low_bits(hi) & ~low_bits(lo) : 0;
-            if (a.bias)
-                for (KeyBits b = bits; b; b &= b - 1) {
-                    const int j = __builtin_ctzll(b);
-                    if (a.bias[(r0 + r) * a.bias_stride + j0 + j] == neg_inf) bits &= ~(KeyBits(1) << j);
-                }
-            vis[r] = bits;
-            any |= bits;
-        }
-        if (any == 0) continue;
-
-        constexpr KeyBits all_keys = ~KeyBits(0);
-        bool full = nb == kBlockKeys;
-        for (int r = 0; r < NR; ++r) full = full && vis[r] == all_keys;
-
-        alignas(64) float x[kRowsPerGroup][kBlockKeys];
-        alignas(64) float p[kRowsPerGroup][kBlockKeys];
-        if (full) block_logits_full<Vec, NR, KT>(a, pf, q, j0, x);
-        else block_logits<Vec, NR, KT>(a, q, j0, any, x);
-
-        // Online softmax, one rescale per row per block: vector max, exp and sum over the block's 16 keys.
-        using V = typename Vec::V;
-        constexpr int NV = kBlockKeys / Vec::W;
-        constexpr uint32_t lane_bits = (uint32_t(1) << Vec::W) - 1;
-        const V neg_inf_v = Vec::set1(neg_inf), zero_v = Vec::zero(), scale_v = Vec::set1(a.scale);
+    struct Block {
+        int64_t j0;
+        KeyBits vis[kRowsPerGroup], any;
+        bool full;
         float alpha[kRowsPerGroup];
-        for (int r = 0; r < NR; ++r) {
-            alpha[r] = 1.0f;
-            if (vis[r] == 0) continue;
-            if (a.softcap > 0.0f) // rare: tanh stays scalar
-                for (int j = 0; j < kBlockKeys; ++j) x[r][j] = a.softcap * std::tanh(a.scale * x[r][j] / a.softcap);
-            const float *bias = a.bias ? a.bias + (r0 + r) * a.bias_stride + j0 : nullptr;
-            V xs[NV];
-            V mx = neg_inf_v;
-            for (int k = 0; k < NV; ++k) {
-                V xv = Vec::load(&x[r][k * Vec::W]);
-                if (a.softcap <= 0.0f) xv = Vec::mul(scale_v, xv);
-                if (bias) xv = Vec::add(xv, Vec::load(bias + k * Vec::W)); // lanes past n_keys are masked below
-                xs[k] = Vec::blend(uint32_t(vis[r] >> (k * Vec::W)) & lane_bits, neg_inf_v, xv);
-                mx = Vec::max(mx, xs[k]);
+    };
+    Block blocks[kSpanBlocks];
+    alignas(64) float w[kSpanBlocks][kRowsPerGroup][kBlockKeys]; // logits, then weights
+    for (int64_t span = 0; span < a.n_keys; span += kSpanBlocks * kBlockKeys) {
+        int n_blocks = 0;
+        for (int64_t j0 = span; j0 < a.n_keys && j0 < span + kSpanBlocks * kBlockKeys; j0 += kBlockKeys) {
+            const int nb = int(min64(kBlockKeys, a.n_keys - j0));
+            Block &b = blocks[n_blocks];
+            // Which keys of the block each row sees.
+            b.j0 = j0;
+            b.any = 0;
+            for (int r = 0; r < kRowsPerGroup; ++r) b.vis[r] = 0;
+            for (int r = 0; r < NR; ++r) {
+                const int64_t lo = max64(a.lo[r0 + r] - j0, 0), hi = min64(a.hi[r0 + r] - j0, nb);
+                KeyBits bits = hi > lo ? low_bits(hi) & ~low_bits(lo) : 0;
+                if (a.bias)
+                    for (KeyBits k = bits; k; k &= k - 1) {
+                        const int j = __builtin_ctzll(k);
+                        if (a.bias[(r0 + r) * a.bias_stride + j0 + j] == neg_inf) bits &= ~(KeyBits(1) << j);
+                    }
+                b.vis[r] = bits;
+                b.any |= bits;
             }
-            const float block_max = Vec::reduce_max(mx);
-            if (block_max == neg_inf) { // visible keys whose logit is -inf: nothing to add
-                vis[r] = 0;
-                continue;
-            }
-            const float m_new = maxf(m[r], block_max);
-            alpha[r] = s[r] != 0.0f ? std::exp(m[r] - m_new) : 0.0f;
-            m[r] = m_new;
-            const V neg_m = Vec::set1(-m_new);
-            V sum = zero_v;
-            for (int k = 0; k < NV; ++k) {
-                const V pv = Vec::blend(uint32_t(vis[r] >> (k * Vec::W)) & lane_bits, zero_v, Vec::exp(Vec::add(xs[k], neg_m)));
-                Vec::store(&p[r][k * Vec::W], pv);
-                sum = Vec::add(sum, pv);
-            }
-            s[r] = s[r] * alpha[r] + Vec::reduce_add(sum);
+            if (b.any == 0) continue;
+            b.full = nb == kBlockKeys;
+            for (int r = 0; r < NR; ++r) b.full = b.full && b.vis[r] == all_keys;
+            if (b.full) block_logits_full<Vec, NR, KT>(a, pf, q, j0, w[n_blocks]);
+            else block_logits<Vec, NR, KT>(a, q, j0, b.any, w[n_blocks]);
+            ++n_blocks;
         }
-        for (int r = 0; r < NR; ++r) full = full && vis[r] == all_keys; // a row whose logits are all -inf drops out
-        if (full) block_values_full<Vec, NR, VT>(a, pf, acc, j0, p, alpha);
-        else block_values<Vec, NR, VT>(a, acc, j0, any, vis, p, alpha);
+        for (int i = 0; i < n_blocks; ++i) {
+            Block &b = blocks[i];
+            block_softmax<Vec, NR>(a, r0, b.j0, b.vis, w[i], b.alpha);
+            for (int r = 0; r < NR; ++r) b.full = b.full && b.vis[r] == all_keys; // a row whose logits are all -inf drops out
+        }
+        for (int i = 0; i < n_blocks; ++i) {
+            const Block &b = blocks[i];
+            if (b.full) block_values_full<Vec, NR, VT>(a, pf, acc, b.j0, w[i], b.alpha);
+            else block_values<Vec, NR, VT>(a, acc, b.j0, b.any, b.vis, w[i], b.alpha);
+        }
     }
 }
 
