@@ -13,7 +13,7 @@ namespace {
 
 class Pool {
 public:
-    explicit Pool(int n_threads) {
+    explicit Pool(int n_threads) : ranges_(size_t(n_threads) + 1) {
         for (int i = 0; i < n_threads; ++i) {
             try {
                 threads_.emplace_back([this, i] { worker_loop(i + 1); });
@@ -39,8 +39,12 @@ public:
         {
             std::lock_guard<std::mutex> lock(mutex_);
             fn_ = &fn;
-            n_tasks_ = n_tasks;
-            next_.store(0);
+            const size_t n_ranges = size_t(helpers) + 1;
+            for (size_t w = 0; w < n_ranges; ++w) {
+                ranges_[w].next.store(w * n_tasks / n_ranges);
+                ranges_[w].end = (w + 1) * n_tasks / n_ranges;
+            }
+            n_ranges_ = n_ranges;
             helpers_.store(helpers);
             active_.store(helpers);
             generation_.fetch_add(1, std::memory_order_release); // publishes the job to spinning workers
@@ -70,8 +74,15 @@ private:
         }
     }
 
+    // Worker w first runs the tasks of its own range, in order, then takes what is left of the others'. Neighbouring
+    // tasks read neighbouring memory (the pieces of one KV head), and a thread keeps the same range from call to
+    // call when the task count repeats (the same KV heads, whose next rows its caches may already hold); taking
+    // one task at a time from any range keeps the threads balanced.
     void take_tasks(int worker) {
-        for (size_t t = next_.fetch_add(1); t < n_tasks_; t = next_.fetch_add(1)) (*fn_)(t, worker);
+        for (size_t i = 0; i < n_ranges_; ++i) {
+            Range &r = ranges_[(size_t(worker) + i) % n_ranges_];
+            for (size_t t = r.next.fetch_add(1); t < r.end; t = r.next.fetch_add(1)) (*fn_)(t, worker);
+        }
     }
 
     void worker_loop(int worker) {
@@ -96,9 +107,14 @@ private:
     std::vector<std::thread> threads_;
     std::mutex busy_, mutex_;
     std::condition_variable wake_, done_;
-    const TaskRef *fn_ = nullptr; // written before generation_'s release, read after its acquire
-    size_t n_tasks_ = 0;
-    std::atomic<size_t> next_{0};
+    struct alignas(64) Range { // tasks [next, end) not yet taken; a cache line each, as threads update them at once
+        std::atomic<size_t> next{0};
+        size_t end = 0;
+    };
+    std::vector<Range> ranges_; // one per worker of the pool (the caller and each helper)
+    // fn_, n_ranges_ and the ranges' ends: written before generation_'s release, read after its acquire.
+    const TaskRef *fn_ = nullptr;
+    size_t n_ranges_ = 0;
     std::atomic<int> helpers_{0}, active_{0};
     std::atomic<uint64_t> generation_{0};
     std::atomic<bool> stop_{false};

@@ -1,6 +1,7 @@
 // One process-wide pool of worker threads, created on first use and kept (no thread creation per call).
 // parallel_for runs fn(task, worker) for every task on the calling thread (worker 0) plus up to n_workers - 1 pool
 // threads. Tasks are independent and write disjoint memory, so which worker runs a task never changes a result.
+// Each worker starts on its own contiguous range of the tasks and then helps with the others' (pool.cpp).
 // Policy for concurrent calls: the pool serves one call at a time; a call that finds it busy runs all of its tasks
 // on its own thread (same results, less parallelism). Never fails once started.
 #pragma once
