@@ -13,7 +13,11 @@ struct Vec {
     using V = __m256;
     static constexpr int W = 8;
     static constexpr int kQkKeys = 2;   // keys per QK step (x 4 rows = 8 accumulators of 16 registers)
-    static constexpr int kPvChunks = 2; // DV vectors per PV pass (x 4 rows = 8 accumulators)
+    static constexpr int kPvChunks = 2; // DV vectors per PV pass (x 4 rows = 8 accumulators) of quantized V
+    // F32/F16/BF16 V: 3 (12 accumulators). With 8, each accumulator's chain of one FMA per key held the pass to the
+    // FMA latency; 12 cut ~5 % of an F16 decode (docs/PERFORMANCE.md). Quantized V stays at 2: its chunks are
+    // dequantized in pairs, and Q4_0 got slower.
+    static constexpr int kPvChunksWide = 3;
     static constexpr int kLaneKeys = 2; // rows-as-lanes path: keys per QK step (x 4 row vectors = 8 accumulators)
     static constexpr int kLaneVals = 2; // rows-as-lanes path: V columns per PV step (x 4 row vectors)
 

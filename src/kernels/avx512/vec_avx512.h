@@ -14,6 +14,7 @@ struct Vec {
     static constexpr int W = 16;       // floats per vector
     static constexpr int kQkKeys = 4;  // keys per QK step (x 4 rows = 16 accumulators)
     static constexpr int kPvChunks = 4; // DV vectors per PV pass (x 4 rows = 16 accumulators)
+    static constexpr int kPvChunksWide = 4; // the same for F32/F16/BF16 V
     static constexpr int kLaneKeys = 8; // rows-as-lanes path: keys per QK step (x 2 row vectors = 16 accumulators)
     static constexpr int kLaneVals = 8; // rows-as-lanes path: V columns per PV step (x 2 row vectors)
 

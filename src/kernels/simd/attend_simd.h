@@ -30,6 +30,9 @@ constexpr int kBlockKeys = 64;
 using KeyBits = uint64_t; // one bit per key of a block
 inline KeyBits low_bits(int64_t n) { return n >= 64 ? ~KeyBits(0) : (KeyBits(1) << n) - 1; }
 
+// Types whose rows are whole F32/F16/BF16 vectors (the others: quantized blocks).
+constexpr bool wide_type(fst_type t) { return t == FST_TYPE_F32 || t == FST_TYPE_F16 || t == FST_TYPE_BF16; }
+
 template <class Vec, fst_type T> inline typename Vec::V load_row_chunk(const unsigned char *row, int64_t c) {
     if constexpr (T == FST_TYPE_F32) return Vec::load_f32(row, c);
     else if constexpr (T == FST_TYPE_F16) return Vec::load_f16(row, c);
@@ -120,7 +123,7 @@ void values_group(const ChunkArgs &a, float *acc, int64_t j0, KeyBits keys, KeyB
 template <class Vec, int NR, fst_type VT>
 void block_values(const ChunkArgs &a, float *acc, int64_t j0, KeyBits keys, const KeyBits *vis,
                   const float p[][kBlockKeys], const float *alpha) {
-    constexpr int G = Vec::kPvChunks;
+    constexpr int G = wide_type(VT) ? Vec::kPvChunksWide : Vec::kPvChunks;
     const int64_t n_chunks = a.DV / Vec::W;
     KeyBits all_rows = keys;
     for (int r = 0; r < NR; ++r) all_rows &= vis[r];
@@ -146,7 +149,7 @@ struct RowPrefetch {
 };
 template <fst_type KT, fst_type VT> RowPrefetch row_prefetch(const ChunkArgs &a) {
     const PrefetchTuning &t = prefetch_tuning();
-    auto keys = [&](fst_type type) { return type == FST_TYPE_Q8_0 || type == FST_TYPE_Q4_0 ? t.keys_quantized : t.keys_wide; };
+    auto keys = [&](fst_type type) { return wide_type(type) ? t.keys_wide : t.keys_quantized; };
     RowPrefetch pf;
     pf.k_ahead = size_t(keys(KT)) * a.k_stride;
     pf.v_ahead = size_t(keys(VT)) * a.v_stride;
@@ -233,14 +236,13 @@ void values_group_full(const ChunkArgs &a, const RowPrefetch &pf, float *acc, in
 template <class Vec, int NR, fst_type VT>
 void block_values_full(const ChunkArgs &a, const RowPrefetch &pf, float *acc, int64_t j0, const float p[][kBlockKeys],
                        const float *alpha) {
-    constexpr int G = Vec::kPvChunks;
+    constexpr int G = wide_type(VT) ? Vec::kPvChunksWide : Vec::kPvChunks;
     const int64_t n_chunks = a.DV / Vec::W;
     // Wide V rows of 2G vectors (F16 at DV = 128 on AVX-512) are read whole, for two query rows at a time. Reading
     // them in G-vector parts for all four rows (the first part of the block's 64 rows, then the second) defeated the
     // hardware prefetcher: 25 % slower streaming from DRAM on a Zen 5 (docs/PERFORMANCE.md). Quantized rows are short
     // and would be dequantized twice: they keep the parts.
-    constexpr bool wide = VT == FST_TYPE_F32 || VT == FST_TYPE_F16 || VT == FST_TYPE_BF16;
-    if constexpr (NR == kRowsPerGroup && wide)
+    if constexpr (NR == kRowsPerGroup && wide_type(VT))
         if (n_chunks == 2 * G) {
             values_group_full<Vec, 2, VT, 2 * G>(a, pf, acc, j0, p, alpha, 0, true);
             values_group_full<Vec, 2, VT, 2 * G>(a, pf, acc + 2 * a.DV, j0, p + 2, alpha + 2, 0, false);
