@@ -13,6 +13,7 @@ struct Vec {
     using V = __m256;
     static constexpr int W = 8;
     static constexpr int kQkKeys = 2;   // keys per QK step (x 4 rows = 8 accumulators of 16 registers)
+    static constexpr bool kQkPairs = false; // logits take one chunk at a time (Q's 4 vectors + 8 accumulators + K)
     static constexpr int kPvChunks = 2; // DV vectors per PV pass (x 4 rows = 8 accumulators) of quantized V
     // F32/F16/BF16 V: 3 (12 accumulators). With 8, each accumulator's chain of one FMA per key held the pass to the
     // FMA latency; 12 cut ~5 % of an F16 decode (docs/PERFORMANCE.md). Quantized V stays at 2: its chunks are

@@ -13,6 +13,7 @@ struct Vec {
     using V = __m512;
     static constexpr int W = 16;       // floats per vector
     static constexpr int kQkKeys = 4;  // keys per QK step (x 4 rows = 16 accumulators)
+    static constexpr bool kQkPairs = true; // logits take chunks two at a time (a Q8_0 block: one scale, one load)
     static constexpr int kPvChunks = 4; // DV vectors per PV pass (x 4 rows = 16 accumulators)
     static constexpr int kPvChunksWide = 4; // the same for F32/F16/BF16 V
     static constexpr int kLaneKeys = 8; // rows-as-lanes path: keys per QK step (x 2 row vectors = 16 accumulators)

@@ -52,6 +52,14 @@ inline void load_row_pair(const unsigned char *row, int64_t c, typename Vec::V &
     }
 }
 
+// A vector load the compiler must keep in a register: GCC 12 otherwise folds a fresh load of Q into every FMA that
+// uses it (once per key instead of once per chunk), which made AVX2's logits loop ~40 % slower (docs/PERFORMANCE.md).
+template <class Vec> inline typename Vec::V pinned_load(const float *p) {
+    typename Vec::V v = Vec::load(p);
+    asm("" : "+v"(v));
+    return v;
+}
+
 // Raw dot products x[r][j] = q_r . k_j for the keys of `keys` (a bit set over the block) and NR rows.
 template <class Vec, int NR, fst_type KT>
 void block_logits(const ChunkArgs &a, const float *q, int64_t j0, KeyBits keys, float x[][kBlockKeys]) {
@@ -70,7 +78,7 @@ void block_logits(const ChunkArgs &a, const float *q, int64_t j0, KeyBits keys, 
             for (int r = 0; r < kRowsPerGroup; ++r) acc[u][r] = Vec::zero();
         for (int64_t c = 0; c < n_chunks; ++c) {
             V qv[NR];
-            for (int r = 0; r < NR; ++r) qv[r] = Vec::load(q + r * a.D + c * Vec::W);
+            for (int r = 0; r < NR; ++r) qv[r] = pinned_load<Vec>(q + r * a.D + c * Vec::W);
             for (int u = 0; u < K; ++u) {
                 const V kv = load_row_chunk<Vec, KT>(krow[u], c);
                 for (int r = 0; r < NR; ++r) acc[u][r] = Vec::fma(qv[r], kv, acc[u][r]);
@@ -184,22 +192,32 @@ void block_logits_full(const ChunkArgs &a, const RowPrefetch &pf, const float *q
         V acc[K][4];
         for (int u = 0; u < K; ++u)
             for (int r = 0; r < 4; ++r) acc[u][r] = Vec::zero();
+        // Q's chunks are loaded into registers once for the K keys and pinned there (see pinned_load).
         int64_t c = 0;
-        for (; c + 2 <= n_chunks; c += 2) {
-            for (int u = 0; u < K; ++u) {
-                V k_lo, k_hi;
-                load_row_pair<Vec, KT>(krow[u], c, k_lo, k_hi);
+        if constexpr (Vec::kQkPairs)
+            for (; c + 2 <= n_chunks; c += 2) {
+                V q_lo[NR], q_hi[NR];
                 for (int r = 0; r < NR; ++r) {
-                    acc[u][r] = Vec::fma(Vec::load(q + r * a.D + c * Vec::W), k_lo, acc[u][r]);
-                    acc[u][r] = Vec::fma(Vec::load(q + r * a.D + (c + 1) * Vec::W), k_hi, acc[u][r]);
+                    q_lo[r] = pinned_load<Vec>(q + r * a.D + c * Vec::W);
+                    q_hi[r] = pinned_load<Vec>(q + r * a.D + (c + 1) * Vec::W);
+                }
+                for (int u = 0; u < K; ++u) {
+                    V k_lo, k_hi;
+                    load_row_pair<Vec, KT>(krow[u], c, k_lo, k_hi);
+                    for (int r = 0; r < NR; ++r) {
+                        acc[u][r] = Vec::fma(q_lo[r], k_lo, acc[u][r]);
+                        acc[u][r] = Vec::fma(q_hi[r], k_hi, acc[u][r]);
+                    }
                 }
             }
-        }
-        for (; c < n_chunks; ++c) // an odd chunk count (F32/F16/BF16 only)
+        for (; c < n_chunks; ++c) { // all chunks without kQkPairs, else an odd last one (F32/F16/BF16 only)
+            V qv[NR];
+            for (int r = 0; r < NR; ++r) qv[r] = pinned_load<Vec>(q + r * a.D + c * Vec::W);
             for (int u = 0; u < K; ++u) {
                 const V kv = load_row_chunk<Vec, KT>(krow[u], c);
-                for (int r = 0; r < NR; ++r) acc[u][r] = Vec::fma(Vec::load(q + r * a.D + c * Vec::W), kv, acc[u][r]);
+                for (int r = 0; r < NR; ++r) acc[u][r] = Vec::fma(qv[r], kv, acc[u][r]);
             }
+        }
         Vec::reduce_keys(acc, &x[0][t], kBlockKeys); // rows >= NR get zeros, never read
     }
 }
