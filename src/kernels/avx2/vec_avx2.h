@@ -64,21 +64,24 @@ struct Vec {
         std::memcpy(&h, block, 2);
         return _cvtsh_ss(h);
     }
-    // Q8_0: chunk c is quarter c % 4 of block c / 4.
-    static V load_q8_0(const unsigned char *row, int64_t c) {
+    static V block_scale_v(const unsigned char *block) { return _mm256_set1_ps(block_scale(block)); }
+    // Q8_0: chunk c is quarter c % 4 of block c / 4; d is that block's scale in every lane.
+    static V load_q8_0_scaled(const unsigned char *row, int64_t c, V d) {
         const unsigned char *b = row + (c >> 2) * 34;
         const __m256i q = _mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i *>(b + 2 + (c & 3) * 8)));
-        return _mm256_mul_ps(_mm256_set1_ps(block_scale(b)), _mm256_cvtepi32_ps(q));
+        return _mm256_mul_ps(d, _mm256_cvtepi32_ps(q));
     }
+    static V load_q8_0(const unsigned char *row, int64_t c) { return load_q8_0_scaled(row, c, block_scale_v(row + (c >> 2) * 34)); }
     // Q4_0: quarters 0, 1 are the low nibbles of bytes 0..7, 8..15; quarters 2, 3 the high nibbles.
-    static V load_q4_0(const unsigned char *row, int64_t c) {
+    static V load_q4_0_scaled(const unsigned char *row, int64_t c, V d) {
         const unsigned char *b = row + (c >> 2) * 18;
         __m128i bytes = _mm_loadl_epi64(reinterpret_cast<const __m128i *>(b + 2 + (c & 1) * 8));
         if (c & 2) bytes = _mm_srli_epi16(bytes, 4);
         bytes = _mm_and_si128(bytes, _mm_set1_epi8(0x0f));
         const __m256i q = _mm256_sub_epi32(_mm256_cvtepu8_epi32(bytes), _mm256_set1_epi32(8));
-        return _mm256_mul_ps(_mm256_set1_ps(block_scale(b)), _mm256_cvtepi32_ps(q));
+        return _mm256_mul_ps(d, _mm256_cvtepi32_ps(q));
     }
+    static V load_q4_0(const unsigned char *row, int64_t c) { return load_q4_0_scaled(row, c, block_scale_v(row + (c >> 2) * 18)); }
 
     // Chunks c and c + 1 (c even: half a block) at once, sharing the block's scale and load.
     static void load_q8_0_pair(const unsigned char *row, int64_t c, V &lo, V &hi) {

@@ -41,6 +41,13 @@ template <class Vec, fst_type T> inline typename Vec::V load_row_chunk(const uns
     else return Vec::load_q4_0(row, c);
 }
 
+// Chunk c of a quantized row whose block scale d the caller has already broadcast.
+template <class Vec, fst_type T>
+inline typename Vec::V load_scaled_chunk(const unsigned char *row, int64_t c, typename Vec::V d) {
+    if constexpr (T == FST_TYPE_Q8_0) return Vec::load_q8_0_scaled(row, c, d);
+    else return Vec::load_q4_0_scaled(row, c, d);
+}
+
 // Chunks c and c + 1 of a row (c even); quantized types share their block's load and scale.
 template <class Vec, fst_type T>
 inline void load_row_pair(const unsigned char *row, int64_t c, typename Vec::V &lo, typename Vec::V &hi) {
@@ -210,6 +217,22 @@ void block_logits_full(const ChunkArgs &a, const RowPrefetch &pf, const float *q
                     }
                 }
             }
+        if constexpr (!Vec::kQkPairs && !wide_type(KT)) {
+            // Quantized K a chunk at a time: each key's block scale is converted once for the block's chunks.
+            constexpr int64_t kChunksPerBlock = 32 / Vec::W;
+            for (; c < n_chunks; c += kChunksPerBlock) {
+                V d[K];
+                for (int u = 0; u < K; ++u) d[u] = Vec::block_scale_v(krow[u] + (c / kChunksPerBlock) * row_bytes<KT>(32));
+                for (int64_t i = c; i < c + kChunksPerBlock; ++i) {
+                    V qv[NR];
+                    for (int r = 0; r < NR; ++r) qv[r] = pinned_load<Vec>(q + r * a.D + i * Vec::W);
+                    for (int u = 0; u < K; ++u) {
+                        const V kv = load_scaled_chunk<Vec, KT>(krow[u], i, d[u]);
+                        for (int r = 0; r < NR; ++r) acc[u][r] = Vec::fma(qv[r], kv, acc[u][r]);
+                    }
+                }
+            }
+        }
         for (; c < n_chunks; ++c) { // all chunks without kQkPairs, else an odd last one (F32/F16/BF16 only)
             V qv[NR];
             for (int r = 0; r < NR; ++r) qv[r] = pinned_load<Vec>(q + r * a.D + c * Vec::W);
