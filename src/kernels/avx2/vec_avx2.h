@@ -19,7 +19,7 @@ struct Vec {
     // FMA latency; 12 cut ~5 % of an F16 decode (docs/PERFORMANCE.md). Quantized V stays at 2: its chunks are
     // dequantized in pairs, and Q4_0 got slower.
     static constexpr int kPvChunksWide = 3;
-    static constexpr int kLaneKeys = 2; // rows-as-lanes path: keys per QK step (x 4 row vectors = 8 accumulators)
+    static constexpr int kLaneKeys = 3; // rows-as-lanes path: keys per QK step (x 4 row vectors = 12 accumulators)
     static constexpr int kLaneVals = 2; // rows-as-lanes path: V columns per PV step (x 4 row vectors)
 
     static V zero() { return _mm256_setzero_ps(); }
