@@ -64,12 +64,14 @@ bool cpu_is_amd() {
 
 // Measured with decode from DRAM (docs/PERFORMANCE.md): on the Intel Xeon, 12 keys ahead into L2 was the best of
 // 8-32 keys and the T0/T1/T2 hints; on an AMD Zen 5, prefetcht2 left the core waiting and 32 keys (8 KiB of F16)
-// into L1 decoded F16 ~7 % faster (1 and 2 threads, alternating runs), quantized rows the same at 16-64 keys.
+// into L1 decoded F16 ~7 % faster (1 and 2 threads, alternating runs); quantized rows 32 keys ahead instead of 16
+// decoded Q4_0 3-7 % faster and Q8_0 ~3 % (2 threads, 3 alternated bench runs and 7 scratch rounds).
 const PrefetchTuning &prefetch_tuning() {
     static const PrefetchTuning tuning = [] {
         PrefetchTuning t;
         if (cpu_is_amd()) {
             t.keys_wide = 32;
+            t.keys_quantized = 32;
             t.to_l1 = true;
         }
         return t;
