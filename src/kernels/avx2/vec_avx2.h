@@ -83,24 +83,33 @@ struct Vec {
     }
     static V load_q4_0(const unsigned char *row, int64_t c) { return load_q4_0_scaled(row, c, block_scale_v(row + (c >> 2) * 18)); }
 
-    // Chunks c and c + 1 (c even: half a block) at once, sharing the block's scale and load.
-    static void load_q8_0_pair(const unsigned char *row, int64_t c, V &lo, V &hi) {
+    // What dequantizing a block takes besides its bytes: its scale in every lane (for both types). The kernel makes it
+    // a step ahead of use (see block_prep in kernels/simd/attend_simd.h).
+    static V q8_0_prep(const unsigned char *block) { return block_scale_v(block); }
+    static V q4_0_prep(const unsigned char *block) { return block_scale_v(block); }
+
+    // Chunks c and c + 1 (c even: half a block) at once, sharing the block's load and scale d.
+    static void load_q8_0_pair(const unsigned char *row, int64_t c, V d, V &lo, V &hi) {
         const unsigned char *b = row + (c >> 2) * 34;
         const __m128i bytes = _mm_loadu_si128(reinterpret_cast<const __m128i *>(b + 2 + (c & 2) * 8));
-        const V d = _mm256_set1_ps(block_scale(b));
         lo = _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(bytes)));
         hi = _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(bytes, 8))));
     }
+    static void load_q8_0_pair(const unsigned char *row, int64_t c, V &lo, V &hi) {
+        load_q8_0_pair(row, c, q8_0_prep(row + (c >> 2) * 34), lo, hi);
+    }
     // (q - 8) * d as q * d + (-8 d), exact as in the AVX-512 version.
-    static void load_q4_0_pair(const unsigned char *row, int64_t c, V &lo, V &hi) {
+    static void load_q4_0_pair(const unsigned char *row, int64_t c, V d, V &lo, V &hi) {
         const unsigned char *b = row + (c >> 2) * 18;
         __m128i bytes = _mm_loadu_si128(reinterpret_cast<const __m128i *>(b + 2));
         if (c & 2) bytes = _mm_srli_epi16(bytes, 4);
         bytes = _mm_and_si128(bytes, _mm_set1_epi8(0x0f));
-        const float d = block_scale(b);
-        const V dv = _mm256_set1_ps(d), off = _mm256_set1_ps(-8.0f * d);
-        lo = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(bytes)), dv, off);
-        hi = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(bytes, 8))), dv, off);
+        const V off = _mm256_mul_ps(d, _mm256_set1_ps(-8.0f));
+        lo = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(bytes)), d, off);
+        hi = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(bytes, 8))), d, off);
+    }
+    static void load_q4_0_pair(const unsigned char *row, int64_t c, V &lo, V &hi) {
+        load_q4_0_pair(row, c, q4_0_prep(row + (c >> 2) * 18), lo, hi);
     }
 
     // out[i] = sum of the lanes of the i-th argument (lanes of different arguments never mix).

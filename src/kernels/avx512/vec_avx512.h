@@ -63,24 +63,34 @@ struct Vec {
         return _mm512_cvtph_ps(_mm256_set1_epi16(short(h)));
     }
 
-    // Chunks c and c + 1 (c even: one whole block) at once, sharing the block's scale and load.
-    static void load_q8_0_pair(const unsigned char *row, int64_t c, V &lo, V &hi) {
+    // What dequantizing a block takes besides its bytes: Q8_0 its scale in every lane; Q4_0 a table of its 16 values
+    // d * (n - 8). The kernel makes it a step ahead of use (see block_prep in kernels/simd/attend_simd.h).
+    static V q8_0_prep(const unsigned char *block) { return block_scale_v(block); }
+    static V q4_0_prep(const unsigned char *block) {
+        return _mm512_mul_ps(block_scale_v(block), _mm512_setr_ps(-8, -7, -6, -5, -4, -3, -2, -1, 0, 1, 2, 3, 4, 5, 6, 7));
+    }
+
+    // Chunks c and c + 1 (c even: one whole block) at once, sharing the block's load and preparation.
+    static void load_q8_0_pair(const unsigned char *row, int64_t c, V d, V &lo, V &hi) {
         const unsigned char *b = row + (c >> 1) * 34;
-        const V d = block_scale_v(b);
         lo = _mm512_mul_ps(d, _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i *>(b + 2)))));
         hi = _mm512_mul_ps(d, _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i *>(b + 18)))));
     }
-    // A table of the block's 16 values d * (n - 8), then one lookup per lane: vpermps indexes by the low 4 bits
-    // of each lane, so the zero-extended bytes select by their low nibble as they are and by their high one after a
-    // shift. Each table entry is an exact product (a 4-bit integer times an F16 value), the same bits as
-    // (n - 8) * d; 9 instructions per block instead of 13 (convert, scale, offset per nibble).
-    static void load_q4_0_pair(const unsigned char *row, int64_t c, V &lo, V &hi) {
+    static void load_q8_0_pair(const unsigned char *row, int64_t c, V &lo, V &hi) {
+        load_q8_0_pair(row, c, q8_0_prep(row + (c >> 1) * 34), lo, hi);
+    }
+    // One lookup per lane in the block's table: vpermps indexes by the low 4 bits of each lane, so the zero-extended
+    // bytes select by their low nibble as they are and by their high one after a shift. Each table entry is an exact
+    // product (a 4-bit integer times an F16 value), the same bits as (n - 8) * d; 9 instructions per block instead of
+    // 13 (convert, scale, offset per nibble).
+    static void load_q4_0_pair(const unsigned char *row, int64_t c, V table, V &lo, V &hi) {
         const unsigned char *b = row + (c >> 1) * 18;
-        const V nibble_values = _mm512_setr_ps(-8, -7, -6, -5, -4, -3, -2, -1, 0, 1, 2, 3, 4, 5, 6, 7);
-        const V table = _mm512_mul_ps(block_scale_v(b), nibble_values);
         const __m512i bytes = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i *>(b + 2)));
         lo = _mm512_permutexvar_ps(bytes, table);
         hi = _mm512_permutexvar_ps(_mm512_srli_epi32(bytes, 4), table);
+    }
+    static void load_q4_0_pair(const unsigned char *row, int64_t c, V &lo, V &hi) {
+        load_q4_0_pair(row, c, q4_0_prep(row + (c >> 1) * 18), lo, hi);
     }
 
     // Transposes 16 vectors in place (r[i] lane j <-> r[j] lane i): pairs, quads, then 128-bit blocks twice.

@@ -16,6 +16,7 @@
 #include <cmath>
 #include <cstdint>
 #include <limits>
+#include <type_traits>
 
 namespace fst::kernels::simd {
 // Internal linkage: each ISA's file gets its own copies, so the linker can never pick a copy compiled for a wider ISA
@@ -57,6 +58,30 @@ inline void load_row_pair(const unsigned char *row, int64_t c, typename Vec::V &
         lo = load_row_chunk<Vec, T>(row, c);
         hi = load_row_chunk<Vec, T>(row, c + 1);
     }
+}
+
+template <fst_type T> constexpr int64_t row_bytes(int64_t n) {
+    if constexpr (T == FST_TYPE_F32) return n * 4;
+    else if constexpr (T == FST_TYPE_F16 || T == FST_TYPE_BF16) return n * 2;
+    else if constexpr (T == FST_TYPE_Q8_0) return n / 32 * 34;
+    else return n / 32 * 18;
+}
+
+// What dequantizing the block that holds chunk c of a quantized row takes besides the block's bytes (Vec::q8_0_prep,
+// Vec::q4_0_prep). Loading the F16 scale, converting it and (Q4_0 on AVX-512) scaling the lookup table lie on the
+// path from the row's bytes to the first FMA; the kernel makes them one step (a block of K, a row of V) ahead of
+// use, so that they overlap the previous step's FMAs (Zen 5, kernel alone: Q4_0 13 % fewer cycles; docs/PERFORMANCE.md).
+template <class Vec, fst_type T> inline typename Vec::V block_prep(const unsigned char *row, int64_t c) {
+    const unsigned char *block = row + (c * Vec::W / 32) * row_bytes<T>(32);
+    if constexpr (T == FST_TYPE_Q8_0) return Vec::q8_0_prep(block);
+    else return Vec::q4_0_prep(block);
+}
+
+// Chunks c and c + 1 of a quantized row (c even) with their block's preparation made ahead.
+template <class Vec, fst_type T>
+inline void load_row_pair(const unsigned char *row, int64_t c, typename Vec::V prep, typename Vec::V &lo, typename Vec::V &hi) {
+    if constexpr (T == FST_TYPE_Q8_0) Vec::load_q8_0_pair(row, c, prep, lo, hi);
+    else Vec::load_q4_0_pair(row, c, prep, lo, hi);
 }
 
 // A vector load the compiler must keep in a register: GCC 12 otherwise folds a fresh load of Q into every FMA that
@@ -147,13 +172,6 @@ void block_values(const ChunkArgs &a, float *acc, int64_t j0, KeyBits keys, cons
     for (; c0 < n_chunks; ++c0) values_group<Vec, NR, VT, 1>(a, acc, j0, keys, all_rows, vis, p, alpha, c0);
 }
 
-template <fst_type T> constexpr int64_t row_bytes(int64_t n) {
-    if constexpr (T == FST_TYPE_F32) return n * 4;
-    else if constexpr (T == FST_TYPE_F16 || T == FST_TYPE_BF16) return n * 2;
-    else if constexpr (T == FST_TYPE_Q8_0) return n / 32 * 34;
-    else return n / 32 * 18;
-}
-
 // Decode streams K and V from DRAM: each row is asked for some keys ahead, one row at a time spread over the
 // arithmetic (prefetching whole blocks at once stalled the core). How far ahead and into which cache level is
 // tuned per CPU kind (kernels/dispatch.cpp). A prefetch never faults, so asking past the end of the keys is harmless.
@@ -201,8 +219,11 @@ void block_logits_full(const ChunkArgs &a, const RowPrefetch &pf, const float *q
             for (int r = 0; r < 4; ++r) acc[u][r] = Vec::zero();
         // Q's chunks are loaded into registers once for the K keys and pinned there (see pinned_load).
         int64_t c = 0;
-        if constexpr (Vec::kQkPairs)
-            for (; c + 2 <= n_chunks; c += 2) {
+        if constexpr (Vec::kQkPairs) {
+            V prep[K]; // quantized K: each key's next block prepared one block ahead (see block_prep)
+            if constexpr (!wide_type(KT))
+                for (int u = 0; u < K; ++u) prep[u] = block_prep<Vec, KT>(krow[u], 0);
+            auto step = [&](int64_t c, auto prepare_next) {
                 V q_lo[NR], q_hi[NR];
                 for (int r = 0; r < NR; ++r) {
                     q_lo[r] = pinned_load<Vec>(q + r * a.D + c * Vec::W);
@@ -210,13 +231,27 @@ void block_logits_full(const ChunkArgs &a, const RowPrefetch &pf, const float *q
                 }
                 for (int u = 0; u < K; ++u) {
                     V k_lo, k_hi;
-                    load_row_pair<Vec, KT>(krow[u], c, k_lo, k_hi);
+                    if constexpr (wide_type(KT)) {
+                        load_row_pair<Vec, KT>(krow[u], c, k_lo, k_hi);
+                    } else {
+                        load_row_pair<Vec, KT>(krow[u], c, prep[u], k_lo, k_hi);
+                        if constexpr (prepare_next) prep[u] = block_prep<Vec, KT>(krow[u], c + 2);
+                    }
                     for (int r = 0; r < NR; ++r) {
                         acc[u][r] = Vec::fma(q_lo[r], k_lo, acc[u][r]);
                         acc[u][r] = Vec::fma(q_hi[r], k_hi, acc[u][r]);
                     }
                 }
+            };
+            // The last pair is taken apart (no block after it to prepare). GCC 12 then also schedules the F16 loop
+            // better: 5 % fewer cycles on a Zen 5, where a clamped next index instead left F16 as it was and Q4_0 3 %
+            // slower, Q8_0 6 % faster (docs/PERFORMANCE.md).
+            for (; c + 2 < n_chunks; c += 2) step(c, std::true_type{});
+            if (c + 2 == n_chunks) {
+                step(c, std::false_type{});
+                c += 2;
             }
+        }
         if constexpr (!Vec::kQkPairs && !wide_type(KT)) {
             // Quantized K a chunk at a time: each key's block scale is converted once for the block's chunks.
             constexpr int64_t kChunksPerBlock = 32 / Vec::W;
@@ -257,10 +292,20 @@ void values_group_full(const ChunkArgs &a, const RowPrefetch &pf, float *acc, in
         for (int u = 0; u < G; ++u) o[r][u] = Vec::mul(Vec::load(acc + r * a.DV + (c0 + u) * Vec::W), al);
     }
     const unsigned char *vrow = a.v + size_t(j0) * a.v_stride;
+    constexpr bool prepped = G % 2 == 0 && !wide_type(VT); // quantized rows: blocks prepared a row ahead (block_prep)
+    V prep[G / 2 + 1];
+    if constexpr (prepped)
+        for (int u = 0; u < G; u += 2) prep[u / 2] = block_prep<Vec, VT>(vrow, c0 + u);
     for (int j = 0; j < kBlockKeys; ++j, vrow += a.v_stride) {
         if (prefetch_v) prefetch_row(vrow + pf.v_ahead, pf.v_bytes, pf.to_l1);
         V vv[G];
-        if constexpr (G % 2 == 0) {
+        if constexpr (prepped) {
+            const unsigned char *next = j + 1 < kBlockKeys ? vrow + a.v_stride : vrow; // at the end: unused
+            for (int u = 0; u < G; u += 2) {
+                load_row_pair<Vec, VT>(vrow, c0 + u, prep[u / 2], vv[u], vv[u + 1]);
+                prep[u / 2] = block_prep<Vec, VT>(next, c0 + u);
+            }
+        } else if constexpr (G % 2 == 0) {
             for (int u = 0; u < G; u += 2) load_row_pair<Vec, VT>(vrow, c0 + u, vv[u], vv[u + 1]);
         } else {
             for (int u = 0; u < G; ++u) vv[u] = load_row_chunk<Vec, VT>(vrow, c0 + u);
