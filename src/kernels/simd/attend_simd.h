@@ -223,7 +223,7 @@ void block_logits_full(const ChunkArgs &a, const RowPrefetch &pf, const float *q
             V prep[K]; // quantized K: each key's next block prepared one block ahead (see block_prep)
             if constexpr (!wide_type(KT))
                 for (int u = 0; u < K; ++u) prep[u] = block_prep<Vec, KT>(krow[u], 0);
-            auto step = [&](int64_t c, auto prepare_next) {
+            auto step = [&](int64_t c, int64_t c_next, auto prepare_next) {
                 V q_lo[NR], q_hi[NR];
                 for (int r = 0; r < NR; ++r) {
                     q_lo[r] = pinned_load<Vec>(q + r * a.D + c * Vec::W);
@@ -235,7 +235,7 @@ void block_logits_full(const ChunkArgs &a, const RowPrefetch &pf, const float *q
                         load_row_pair<Vec, KT>(krow[u], c, k_lo, k_hi);
                     } else {
                         load_row_pair<Vec, KT>(krow[u], c, prep[u], k_lo, k_hi);
-                        if constexpr (prepare_next) prep[u] = block_prep<Vec, KT>(krow[u], c + 2);
+                        if constexpr (prepare_next) prep[u] = block_prep<Vec, KT>(krow[u], c_next);
                     }
                     for (int r = 0; r < NR; ++r) {
                         acc[u][r] = Vec::fma(q_lo[r], k_lo, acc[u][r]);
@@ -243,13 +243,17 @@ void block_logits_full(const ChunkArgs &a, const RowPrefetch &pf, const float *q
                     }
                 }
             };
-            // The last pair is taken apart (no block after it to prepare). GCC 12 then also schedules the F16 loop
-            // better: 5 % fewer cycles on a Zen 5, where a clamped next index instead left F16 as it was and Q4_0 3 %
-            // slower, Q8_0 6 % faster (docs/PERFORMANCE.md).
-            for (; c + 2 < n_chunks; c += 2) step(c, std::true_type{});
-            if (c + 2 == n_chunks) {
-                step(c, std::false_type{});
-                c += 2;
+            // Two forms of the same loop, chosen per type by measurement (GCC 12, Zen 5, kernel alone;
+            // docs/PERFORMANCE.md): the last pair taken apart (no block after it to prepare) suits F16 and Q4_0, by
+            // 5 % and 3 %; one loop that prepares the last block again (unused) suits Q8_0, by 6 %.
+            if constexpr (KT == FST_TYPE_Q8_0) {
+                for (; c + 2 <= n_chunks; c += 2) step(c, c + 2 < n_chunks ? c + 2 : c, std::true_type{});
+            } else {
+                for (; c + 2 < n_chunks; c += 2) step(c, c + 2, std::true_type{});
+                if (c + 2 == n_chunks) {
+                    step(c, c, std::false_type{});
+                    c += 2;
+                }
             }
         }
         if constexpr (!Vec::kQkPairs && !wide_type(KT)) {
