@@ -637,16 +637,27 @@ std::string format(const char *fmt, double a, double b = 0, double c = 0) {
     return text;
 }
 
-// Many segments against one: at most 5 % slower. Returns false when it failed.
+// Issue 4 item 6: the 32k cache in 64 segments, "one call each, or one multi-segment call", at most 5 % slower than
+// in one call. Both ways are timed and printed; the target holds when either does. Returns false when it failed.
 bool split_target(const char *prefix, const std::vector<Result> &results, const std::string &one_name,
-                  const std::string &many_name) {
-    const Result *one = find(results, one_name), *many = find(results, many_name);
-    const std::string what = many_name + " <= 5% slower than " + one_name;
-    if (one == nullptr || many == nullptr) return target_line(prefix, what.c_str(), nullptr, false, "");
-    if (!one->check_ok) return target_line(prefix, what.c_str(), one, false, "");
-    const double ratio = many->median_ms / one->median_ms;
-    return target_line(prefix, what.c_str(), many, ratio <= 1.05,
-                       format("%+.1f%% (%.3f ms vs %.3f ms)", 100 * (ratio - 1), many->median_ms, one->median_ms));
+                  const std::string &calls_name, const std::string &multiseg_name) {
+    const Result *one = find(results, one_name), *calls = find(results, calls_name),
+                 *multiseg = find(results, multiseg_name);
+    const std::string what = calls_name + " or " + multiseg_name + " <= 5% slower than " + one_name;
+    const Result *shown = multiseg ? multiseg : calls;
+    if (one == nullptr || shown == nullptr) return target_line(prefix, what.c_str(), nullptr, false, "");
+    for (const Result *r : {one, calls, multiseg})
+        if (r && !r->check_ok) return target_line(prefix, what.c_str(), r, false, "");
+    bool pass = false;
+    std::string measured;
+    for (const Result *r : {calls, multiseg}) {
+        if (r == nullptr) continue;
+        const double ratio = r->median_ms / one->median_ms;
+        pass = pass || ratio <= 1.05;
+        measured += format(r == calls ? "64 calls %+.1f%% (%.3f ms), " : "one 64-segment call %+.1f%% (%.3f ms), ",
+                           100 * (ratio - 1), r->median_ms);
+    }
+    return target_line(prefix, what.c_str(), shown, pass, measured + format("one call %.3f ms", one->median_ms));
 }
 
 // The targets of issue 4 item 6, at 2 threads. Returns the number of failures.
@@ -690,8 +701,7 @@ int print_targets(const std::vector<Result> &results, const Limits &limits, bool
                                      : "";
             failed += !target_line(prefix, what.c_str(), r, x >= d.vs_ggml, measured);
         }
-    failed += !split_target(prefix, results, "split-f16-32k-s1" + t, "split-f16-32k-s64" + t);
-    failed += !split_target(prefix, results, "split-f16-32k-s1" + t, "multiseg-f16-32k-s64" + t);
+    failed += !split_target(prefix, results, "split-f16-32k-s1" + t, "split-f16-32k-s64" + t, "multiseg-f16-32k-s64" + t);
     {
         const std::string name = "prefill-f16-4k-q512" + t;
         const Result *r = find(results, name);
