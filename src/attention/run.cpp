@@ -10,6 +10,7 @@
 #include "threads/pool.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cstring>
 #include <vector>
 
@@ -271,6 +272,12 @@ std::vector<float> &piece_buffer() {
     return buffer;
 }
 
+// Pieces completed per tile in a split call (counted atomically by the work items).
+std::vector<int64_t> &pieces_done() {
+    thread_local std::vector<int64_t> done;
+    return done;
+}
+
 Plan &plan_storage() {
     thread_local Plan plan; // reused: a call in steady state allocates nothing
     return plan;
@@ -301,11 +308,17 @@ void run(const AttnProblem &P, int ith, int nth) {
         parallel_for(plan.tiles.size(), workers, task);
         return;
     }
-    // Split: every (tile, piece) is a work item whose partial rows are stored; then each tile merges its pieces.
+    // Split: every (tile, piece) is a work item whose partial rows are stored; the item that completes a tile's last
+    // piece then merges the tile's pieces, in order. The merge is the same whichever thread runs it and whenever, so
+    // results do not change; doing it there instead of in a second pass spares the call a second wait for the
+    // slowest thread.
     const size_t per_item = size_t(Plan::kTileRows) * plan.slot_floats;
     auto &stored = piece_buffer();
     const size_t need = plan.tiles.size() * size_t(plan.total_pieces) * per_item;
     if (stored.size() < need) stored.resize(need);
+    auto &done = pieces_done();
+    if (done.size() < plan.tiles.size()) done.resize(plan.tiles.size());
+    std::fill(done.begin(), done.begin() + std::ptrdiff_t(plan.tiles.size()), int64_t(0));
     auto item_result = [&](size_t t, int64_t g) { return stored.data() + (t * size_t(plan.total_pieces) + size_t(g)) * per_item; };
     auto piece_task = [&](size_t item, int worker) {
         const size_t t = item / size_t(plan.total_pieces);
@@ -316,17 +329,13 @@ void run(const AttnProblem &P, int ith, int nth) {
         RowInfo rows[Plan::kTileRows];
         tile_rows(P, plan, plan.tiles[t], rows, w.q);
         compute_piece(P, plan, plan.tiles[t], rows, w, seg, g - plan.segments[seg].first_piece, item_result(t, g));
-    };
-    parallel_for(plan.tiles.size() * size_t(plan.total_pieces), workers, piece_task);
-    auto finish_task = [&](size_t t, int worker) {
-        TileScratch w(P, plan, buffers[size_t(worker)].data());
-        RowInfo rows[Plan::kTileRows];
-        tile_rows(P, plan, plan.tiles[t], rows, w.q);
-        finish_tile(P, plan, plan.tiles[t], rows, w, [&](size_t seg, int64_t piece) {
-            return static_cast<const float *>(item_result(t, plan.segments[seg].first_piece + piece));
+        // acq_rel: the last piece's thread sees every other piece's stored rows.
+        if (std::atomic_ref<int64_t>(done[t]).fetch_add(1, std::memory_order_acq_rel) + 1 < plan.total_pieces) return;
+        finish_tile(P, plan, plan.tiles[t], rows, w, [&](size_t s, int64_t piece) {
+            return static_cast<const float *>(item_result(t, plan.segments[s].first_piece + piece));
         });
     };
-    parallel_for(plan.tiles.size(), workers, finish_task);
+    parallel_for(plan.tiles.size() * size_t(plan.total_pieces), workers, piece_task);
 }
 
 // The validated problem of this thread's current call (reused: no allocation in steady state).
