@@ -66,33 +66,60 @@ TEST(KvSplits, BitsDoNotDependOnThreadsOrParts) {
     }
 }
 
-TEST(KvSplits, MultiSegmentCallEqualsCallsInSequence) {
-    const Problem P(long_decode(FST_TYPE_F16), 12);
-    const int64_t cuts[] = {0, 1000, 1001, 5000, 9000};
+// The segments [cuts[i], cuts[i + 1]) of P's cache: one fst_attn_with_state call each (sinks with the last) against
+// one fst_attn_segments call, at several thread counts; bit for bit.
+void expect_multi_segment_equals_sequence(const Problem &P, const std::vector<int64_t> &cuts) {
+    const size_t n = cuts.size() - 1;
     std::vector<fst_test::Segment> segs;
-    for (int i = 0; i < 4; ++i) segs.push_back(P.segment(cuts[i], cuts[i + 1] - cuts[i]));
+    for (size_t i = 0; i < n; ++i) segs.push_back(P.segment(cuts[i], cuts[i + 1] - cuts[i]));
     const fst_tensor q = P.q();
 
     Buffer s1 = P.make_state(), o1 = P.make_out();
     ASSERT_EQ(fst_state_init(&s1.t, &o1.t), FST_OK);
-    for (int i = 0; i < 4; ++i) {
-        fst_attn_params p = segs[size_t(i)].params();
+    for (size_t i = 0; i < n; ++i) {
+        fst_attn_params p = segs[i].params();
         p.n_threads = 2;
-        ASSERT_EQ(fst_attn_with_state(&p, &q, &segs[size_t(i)].k, &segs[size_t(i)].v, segs[size_t(i)].mask_ptr(),
-                                      i == 3 ? P.sinks() : nullptr, &s1.t, &o1.t), FST_OK);
+        ASSERT_EQ(fst_attn_with_state(&p, &q, &segs[i].k, &segs[i].v, segs[i].mask_ptr(), i + 1 == n ? P.sinks() : nullptr,
+                                      &s1.t, &o1.t), FST_OK);
     }
     std::vector<fst_segment> list;
     for (auto &g : segs) list.push_back(fst_segment{&g.k, &g.v, g.mask_ptr(), g.j0 + P.spec.kv_pos0, nullptr});
-    for (int32_t threads : {1, 2}) {
+    for (int32_t threads : {1, 2, 3, 0}) {
         Buffer s2 = P.make_state(), o2 = P.make_out();
         ASSERT_EQ(fst_state_init(&s2.t, &o2.t), FST_OK);
         fst_attn_params p = P.params();
         p.n_threads = threads;
-        ASSERT_EQ(fst_attn_segments(&p, &q, list.data(), 4, P.sinks(), &s2.t, &o2.t), FST_OK) << fst_last_error();
+        ASSERT_EQ(fst_attn_segments(&p, &q, list.data(), int64_t(n), P.sinks(), &s2.t, &o2.t), FST_OK) << fst_last_error();
         EXPECT_EQ(o2.storage, o1.storage) << "n_threads " << threads;
         EXPECT_EQ(s2.storage, s1.storage) << "n_threads " << threads;
     }
+    for (int nth : {2, 3}) { // parts on the caller's threads, in any order
+        Buffer s2 = P.make_state(), o2 = P.make_out();
+        ASSERT_EQ(fst_state_init(&s2.t, &o2.t), FST_OK);
+        const fst_attn_params p = P.params();
+        for (int ith = nth - 1; ith >= 0; --ith)
+            ASSERT_EQ(fst_attn_segments_part(&p, &q, list.data(), int64_t(n), P.sinks(), &s2.t, &o2.t, ith, nth), FST_OK);
+        EXPECT_EQ(o2.storage, o1.storage) << "nth " << nth;
+        EXPECT_EQ(s2.storage, s1.storage) << "nth " << nth;
+    }
     EXPECT_LE(ref::rel_error(P.reference(), o1.t), 1e-5);
+}
+
+TEST(KvSplits, MultiSegmentCallEqualsCallsInSequence) {
+    expect_multi_segment_equals_sequence(Problem(long_decode(FST_TYPE_F16), 12), {0, 1000, 1001, 5000, 9000});
+}
+
+// Many segments shorter than a piece (a paged cache): the call groups consecutive ones into work items for the
+// threads, and a long segment among them is cut into pieces as usual; the bits stay those of calls in sequence.
+TEST(KvSplits, ManyShortSegmentsEqualCallsInSequence) {
+    for (fst_type kv : {FST_TYPE_F16, FST_TYPE_Q8_0}) {
+        SCOPED_TRACE(fst_type_name(kv));
+        std::vector<int64_t> cuts = {0};
+        for (int64_t length : {300, 17, 512, 256, 1, 700, 4000, 64, 999, 128, 200}) // 4000: cut into pieces
+            for (int repeat = 0; repeat < 2 && cuts.back() + length <= 9000; ++repeat) cuts.push_back(cuts.back() + length);
+        if (cuts.back() < 9000) cuts.push_back(9000);
+        expect_multi_segment_equals_sequence(Problem(long_decode(kv), 13), cuts);
+    }
 }
 
 } // namespace

@@ -18,12 +18,14 @@ void make_plan(const AttnProblem &P, Plan &plan) {
     plan.tiles.clear();
     plan.segments.clear();
     plan.total_pieces = 0;
+    plan.runs.clear();
     plan.split = false;
     plan.heads_per_kv = P.n_head / P.n_head_kv;
     plan.seqs_per_kv = P.n_seq / P.n_seq_kv;
     plan.n_q = P.n_q;
     plan.n_seq_kv = P.n_seq_kv;
     plan.rows_per_group = plan.heads_per_kv * P.n_q * plan.seqs_per_kv;
+    plan.max_tile_rows = std::min(Plan::kTileRows, plan.rows_per_group);
     for (int64_t sk = 0; sk < P.n_seq_kv; ++sk)
         for (int64_t hk = 0; hk < P.n_head_kv; ++hk)
             for (int64_t first = 0; first < plan.rows_per_group; first += Plan::kTileRows)
@@ -33,7 +35,8 @@ void make_plan(const AttnProblem &P, Plan &plan) {
     // tiles x pieces reaches kTargetItems, in power-of-two runs of chunks.
     const int64_t n_tiles = int64_t(plan.tiles.size());
     const int64_t want_pieces = n_tiles >= Plan::kTargetItems ? 1 : (Plan::kTargetItems + n_tiles - 1) / n_tiles;
-    int64_t max_leaves = 1;
+    int64_t max_leaves = 1, total_chunks = 0;
+    bool long_segment = false; // one cut into pieces
     for (const Segment &S : P.segments) {
         SegmentPlan sp;
         sp.n_chunks = (S.n_kv + kernels::kChunkKeys - 1) / kernels::kChunkKeys;
@@ -43,10 +46,35 @@ void make_plan(const AttnProblem &P, Plan &plan) {
         sp.first_piece = plan.total_pieces;
         sp.needs_bias = S.has_mask || S.has_kv_pos;
         plan.total_pieces += sp.n_pieces;
-        plan.split = plan.split || sp.n_pieces > 1;
+        long_segment = long_segment || sp.n_pieces > 1;
+        total_chunks += sp.n_chunks;
         max_leaves = std::max({max_leaves, sp.piece_chunks, sp.n_pieces});
         plan.segments.push_back(sp);
     }
+    // Work items of a split call: each piece of a segment cut into pieces is a run of its own; consecutive uncut
+    // segments (the short segments of a multi-segment call, e.g. a paged cache) are grouped into runs of about
+    // total chunks / want_pieces chunks, so that they too spread over the threads (one item per tile left the
+    // threads waiting for each other at the end: docs/PERFORMANCE.md). Grouping stores every segment's partial
+    // state until the tile merges them in order, so it stays within kMaxGroupedFloats.
+    const int64_t group_chunks = std::max(Plan::kMinPieceChunks, (total_chunks + want_pieces - 1) / want_pieces);
+    int64_t open_chunks = 0;
+    bool open = false;
+    for (size_t seg = 0; seg < plan.segments.size(); ++seg) {
+        const SegmentPlan &sp = plan.segments[seg];
+        if (sp.n_pieces > 1) {
+            for (int64_t p = 0; p < sp.n_pieces; ++p) plan.runs.push_back(PieceRun{sp.first_piece + p, 1, seg});
+            open = false;
+        } else if (open && open_chunks < group_chunks) {
+            plan.runs.back().n_pieces += 1;
+            open_chunks += sp.n_chunks;
+        } else {
+            plan.runs.push_back(PieceRun{sp.first_piece, 1, seg});
+            open_chunks = sp.n_chunks;
+            open = true;
+        }
+    }
+    const size_t stored_floats = plan.tiles.size() * size_t(plan.total_pieces) * size_t(plan.max_tile_rows) * size_t(P.DV + 2);
+    plan.split = plan.runs.size() > 1 && (long_segment || stored_floats <= Plan::kMaxGroupedFloats);
     plan.tree_levels = int(std::bit_width(uint64_t(max_leaves))) + 1;
 
     // The best level that handles these head sizes (e.g. D = 40: AVX2 when AVX-512 needs multiples of 16).

@@ -3,7 +3,8 @@
 //  - tiles: up to kTileRows query rows that read the same KV head of the same KV sequence;
 //  - chunks: kChunkKeys keys, the unit of one kernel call and the leaves of a pairwise merge tree;
 //  - pieces: runs of piece_chunks chunks (a power of two) that may run on different threads when there are too few
-//    tiles to keep threads busy (flash-decoding); their partial states are merged, in order, with ⊕.
+//    tiles to keep threads busy (flash-decoding); their partial states are merged, in order, with ⊕. A segment too
+//    short to cut is one piece, and consecutive ones are grouped into a work item (PieceRun).
 #pragma once
 
 #include "attention/validate.h"
@@ -22,6 +23,12 @@ struct RowCoord {
     int64_t s = 0, h = 0, r = 0; // sequence, query head, query row
 };
 
+// Consecutive pieces (global indices, from segment seg on) that one work item of a split call computes in order.
+struct PieceRun {
+    int64_t first_piece = 0, n_pieces = 0;
+    size_t seg = 0;
+};
+
 struct SegmentPlan {
     int64_t n_chunks = 0, piece_chunks = 1, n_pieces = 0;
     int64_t first_piece = 0; // index of this segment's first piece among all segments' pieces
@@ -32,12 +39,15 @@ struct Plan {
     static constexpr int64_t kTileRows = 32;
     static constexpr int64_t kTargetItems = 32;    // enough independent work items for the threads of one machine
     static constexpr int64_t kMinPieceChunks = 4;  // a piece covers at least 1024 keys
+    static constexpr size_t kMaxGroupedFloats = size_t(4) << 20; // stored partials of grouped short segments: 16 MiB
 
     int64_t heads_per_kv = 1, seqs_per_kv = 1, rows_per_group = 0, n_q = 0, n_seq_kv = 1;
     std::vector<Tile> tiles;
     std::vector<SegmentPlan> segments;
+    int64_t max_tile_rows = 0;
     int64_t total_pieces = 0;  // over all segments
-    bool split = false;        // pieces run as separate work items (else a tile is one work item)
+    std::vector<PieceRun> runs; // the work items of each tile when split
+    bool split = false;        // runs are separate work items with stored partials (else a tile is one work item)
     int tree_levels = 0;       // slots of a merge tree over chunks or over pieces
     size_t tile_floats = 0;    // per-worker scratch to run one tile's pieces (see run.cpp's TileScratch)
     size_t slot_floats = 0;    // one partial state: M, S, O[DV]

@@ -291,7 +291,7 @@ void run(const AttnProblem &P, int ith, int nth) {
     int workers = 1;
     if (whole_call) {
         workers = P.params.n_threads == 0 ? hardware_threads() : P.params.n_threads;
-        const int64_t items = plan.split ? int64_t(plan.tiles.size()) * plan.total_pieces : int64_t(plan.tiles.size());
+        const int64_t items = int64_t(plan.tiles.size()) * (plan.split ? int64_t(plan.runs.size()) : 1);
         workers = int(std::clamp<int64_t>(items, 1, workers));
     }
     auto &buffers = worker_buffers();
@@ -312,7 +312,7 @@ void run(const AttnProblem &P, int ith, int nth) {
     // piece then merges the tile's pieces, in order. The merge is the same whichever thread runs it and whenever, so
     // results do not change; doing it there instead of in a second pass spares the call a second wait for the
     // slowest thread.
-    const size_t per_item = size_t(Plan::kTileRows) * plan.slot_floats;
+    const size_t per_item = size_t(plan.max_tile_rows) * plan.slot_floats;
     auto &stored = piece_buffer();
     const size_t need = plan.tiles.size() * size_t(plan.total_pieces) * per_item;
     if (stored.size() < need) stored.resize(need);
@@ -321,21 +321,23 @@ void run(const AttnProblem &P, int ith, int nth) {
     std::fill(done.begin(), done.begin() + std::ptrdiff_t(plan.tiles.size()), int64_t(0));
     auto item_result = [&](size_t t, int64_t g) { return stored.data() + (t * size_t(plan.total_pieces) + size_t(g)) * per_item; };
     auto piece_task = [&](size_t item, int worker) {
-        const size_t t = item / size_t(plan.total_pieces);
-        const int64_t g = int64_t(item % size_t(plan.total_pieces));
-        size_t seg = 0;
-        while (seg + 1 < plan.segments.size() && plan.segments[seg + 1].first_piece <= g) ++seg;
+        const size_t t = item / plan.runs.size();
+        const PieceRun &run = plan.runs[item % plan.runs.size()];
         TileScratch w(P, plan, buffers[size_t(worker)].data());
         RowInfo rows[Plan::kTileRows];
         tile_rows(P, plan, plan.tiles[t], rows, w.q);
-        compute_piece(P, plan, plan.tiles[t], rows, w, seg, g - plan.segments[seg].first_piece, item_result(t, g));
-        // acq_rel: the last piece's thread sees every other piece's stored rows.
-        if (std::atomic_ref<int64_t>(done[t]).fetch_add(1, std::memory_order_acq_rel) + 1 < plan.total_pieces) return;
+        size_t seg = run.seg;
+        for (int64_t g = run.first_piece; g < run.first_piece + run.n_pieces; ++g) {
+            while (seg + 1 < plan.segments.size() && plan.segments[seg + 1].first_piece <= g) ++seg;
+            compute_piece(P, plan, plan.tiles[t], rows, w, seg, g - plan.segments[seg].first_piece, item_result(t, g));
+        }
+        // acq_rel: the last run's thread sees every other run's stored rows.
+        if (std::atomic_ref<int64_t>(done[t]).fetch_add(1, std::memory_order_acq_rel) + 1 < int64_t(plan.runs.size())) return;
         finish_tile(P, plan, plan.tiles[t], rows, w, [&](size_t s, int64_t piece) {
             return static_cast<const float *>(item_result(t, plan.segments[s].first_piece + piece));
         });
     };
-    parallel_for(plan.tiles.size() * size_t(plan.total_pieces), workers, piece_task);
+    parallel_for(plan.tiles.size() * plan.runs.size(), workers, piece_task);
 }
 
 // The validated problem of this thread's current call (reused: no allocation in steady state).
