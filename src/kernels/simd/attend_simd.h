@@ -5,8 +5,9 @@
 // head, in blocks of 64 keys. Each K and V row of a block is read and converted (F16/BF16 widened, Q8_0/Q4_0
 // dequantized) in registers once per row group and used for all its rows — in decode a row group is the GQA
 // group, so each KV row is read once for all of its query heads. Per block: logits for all (row, key) pairs,
-// one online-softmax rescale per row, then the weighted V sum. A block every row sees whole (decode, and the
-// inside of a causal range) takes straight-line code; the others test visibility per key.
+// one online-softmax rescale per row, then the weighted V sum. A block every row sees whole (decode, the inside of
+// a causal range, also a short block: a small segment's or the cache's last keys) takes straight-line code; the
+// others test visibility per key.
 // Software prefetch goes row by row (see prefetch_row): bursts of prefetches at the top of each block stalled the
 // core on fill buffers (perf: ~20 % of decode time on the prefetch instructions).
 #pragma once
@@ -200,18 +201,22 @@ inline void prefetch_row(const unsigned char *row, int64_t bytes, bool to_l1) {
         for (int64_t b = 0; b < bytes; b += 64) asm volatile("prefetcht2 (%0)" : : "r"(row + b));
 }
 
-// Fast path for a block of kBlockKeys keys that every row sees (the common case of decode): straight-line code
-// without per-key visibility tests. Logits are reduced kQkKeys keys at a time by one reduction tree.
-template <class Vec, int NR, fst_type KT>
-void block_logits_full(const ChunkArgs &a, const RowPrefetch &pf, const float *q, int64_t j0, float x[][kBlockKeys]) {
+// Fast path for the first nb keys of a block when every row sees all of them (the common case of decode, and the
+// short blocks of small segments or a cache's last keys): straight-line code without per-key visibility tests.
+// Logits are reduced kQkKeys keys at a time by one reduction tree; past nb, a group repeats key nb - 1 (never a row
+// outside the chunk), and the softmax masks those lanes out. Whole blocks (Short = false) keep their compile-time
+// key count (a run-time count for every block measured 4-8 % slower, kernel alone).
+template <class Vec, int NR, fst_type KT, bool Short>
+void block_logits_full(const ChunkArgs &a, const RowPrefetch &pf, const float *q, int64_t j0, int n_keys, float x[][kBlockKeys]) {
+    const int nb = Short ? n_keys : kBlockKeys;
     using V = typename Vec::V;
     constexpr int K = Vec::kQkKeys;
     const int64_t n_chunks = a.D / Vec::W;
     const unsigned char *k0 = a.k + size_t(j0) * a.k_stride;
-    for (int t = 0; t < kBlockKeys; t += K) {
+    for (int t = 0; t < nb; t += K) {
         const unsigned char *krow[K];
         for (int u = 0; u < K; ++u) {
-            krow[u] = k0 + size_t(t + u) * a.k_stride;
+            krow[u] = k0 + size_t(!Short || t + u < nb ? t + u : nb - 1) * a.k_stride;
             prefetch_row(krow[u] + pf.k_ahead, pf.k_bytes, pf.to_l1);
         }
         V acc[K][4];
@@ -284,11 +289,13 @@ void block_logits_full(const ChunkArgs &a, const RowPrefetch &pf, const float *q
     }
 }
 
-// Rows 0..NR-1 of acc, p and alpha (the caller offsets them to reach other rows); prefetch_v: this pass asks for the
-// V rows ahead (one pass per block does).
-template <class Vec, int NR, fst_type VT, int G>
-void values_group_full(const ChunkArgs &a, const RowPrefetch &pf, float *acc, int64_t j0, const float p[][kBlockKeys],
-                       const float *alpha, int64_t c0, bool prefetch_v) {
+// Rows 0..NR-1 of acc, p and alpha (the caller offsets them to reach other rows); PrefetchV: this pass asks for the
+// V rows ahead (one pass per block does). A template parameter, so that each pass is its own loop (GCC 12 cloned
+// it per value on its own, until the function gained the Short variants).
+template <class Vec, int NR, fst_type VT, int G, bool Short, bool PrefetchV>
+void values_group_full(const ChunkArgs &a, const RowPrefetch &pf, float *acc, int64_t j0, int n_keys,
+                       const float p[][kBlockKeys], const float *alpha, int64_t c0) {
+    const int nb = Short ? n_keys : kBlockKeys;
     using V = typename Vec::V;
     V o[NR][G];
     for (int r = 0; r < NR; ++r) {
@@ -300,11 +307,11 @@ void values_group_full(const ChunkArgs &a, const RowPrefetch &pf, float *acc, in
     V prep[G / 2 + 1];
     if constexpr (prepped)
         for (int u = 0; u < G; u += 2) prep[u / 2] = block_prep<Vec, VT>(vrow, c0 + u);
-    for (int j = 0; j < kBlockKeys; ++j, vrow += a.v_stride) {
-        if (prefetch_v) prefetch_row(vrow + pf.v_ahead, pf.v_bytes, pf.to_l1);
+    for (int j = 0; j < nb; ++j, vrow += a.v_stride) {
+        if constexpr (PrefetchV) prefetch_row(vrow + pf.v_ahead, pf.v_bytes, pf.to_l1);
         V vv[G];
         if constexpr (prepped) {
-            const unsigned char *next = j + 1 < kBlockKeys ? vrow + a.v_stride : vrow; // at the end: unused
+            const unsigned char *next = j + 1 < nb ? vrow + a.v_stride : vrow; // at the end: unused
             for (int u = 0; u < G; u += 2) {
                 load_row_pair<Vec, VT>(vrow, c0 + u, prep[u / 2], vv[u], vv[u + 1]);
                 prep[u / 2] = block_prep<Vec, VT>(next, c0 + u);
@@ -323,9 +330,9 @@ void values_group_full(const ChunkArgs &a, const RowPrefetch &pf, float *acc, in
         for (int u = 0; u < G; ++u) Vec::store(acc + r * a.DV + (c0 + u) * Vec::W, o[r][u]);
 }
 
-template <class Vec, int NR, fst_type VT>
-void block_values_full(const ChunkArgs &a, const RowPrefetch &pf, float *acc, int64_t j0, const float p[][kBlockKeys],
-                       const float *alpha) {
+template <class Vec, int NR, fst_type VT, bool Short>
+void block_values_full(const ChunkArgs &a, const RowPrefetch &pf, float *acc, int64_t j0, int nb,
+                       const float p[][kBlockKeys], const float *alpha) {
     constexpr int G = wide_type(VT) ? Vec::kPvChunksWide : Vec::kPvChunks;
     const int64_t n_chunks = a.DV / Vec::W;
     // Wide V rows of 2G vectors (F16 at DV = 128 on AVX-512) are read whole, for two query rows at a time. Reading
@@ -334,13 +341,21 @@ void block_values_full(const ChunkArgs &a, const RowPrefetch &pf, float *acc, in
     // and would be dequantized twice: they keep the parts.
     if constexpr (NR == kRowsPerGroup && wide_type(VT))
         if (n_chunks == 2 * G) {
-            values_group_full<Vec, 2, VT, 2 * G>(a, pf, acc, j0, p, alpha, 0, true);
-            values_group_full<Vec, 2, VT, 2 * G>(a, pf, acc + 2 * a.DV, j0, p + 2, alpha + 2, 0, false);
+            values_group_full<Vec, 2, VT, 2 * G, Short, true>(a, pf, acc, j0, nb, p, alpha, 0);
+            values_group_full<Vec, 2, VT, 2 * G, Short, false>(a, pf, acc + 2 * a.DV, j0, nb, p + 2, alpha + 2, 0);
             return;
         }
+    // The first pass over the block's V rows prefetches them for the passes after it.
     int64_t c0 = 0;
-    for (; c0 + G <= n_chunks; c0 += G) values_group_full<Vec, NR, VT, G>(a, pf, acc, j0, p, alpha, c0, c0 == 0);
-    for (; c0 < n_chunks; ++c0) values_group_full<Vec, NR, VT, 1>(a, pf, acc, j0, p, alpha, c0, c0 == 0);
+    if (n_chunks >= G) {
+        values_group_full<Vec, NR, VT, G, Short, true>(a, pf, acc, j0, nb, p, alpha, 0);
+        c0 = G;
+    } else {
+        values_group_full<Vec, NR, VT, 1, Short, true>(a, pf, acc, j0, nb, p, alpha, 0);
+        c0 = 1;
+    }
+    for (; c0 + G <= n_chunks; c0 += G) values_group_full<Vec, NR, VT, G, Short, false>(a, pf, acc, j0, nb, p, alpha, c0);
+    for (; c0 < n_chunks; ++c0) values_group_full<Vec, NR, VT, 1, Short, false>(a, pf, acc, j0, nb, p, alpha, c0);
 }
 
 // Online softmax of one block, one rescale per row: vector max, exp and sum over the block's keys. Turns the logits
@@ -395,12 +410,12 @@ constexpr int kSpanBlocks = int(kChunkKeys / kBlockKeys);
 
 template <class Vec, int NR, fst_type KT, fst_type VT> void attend_rows(const ChunkArgs &a, int64_t r0) {
     constexpr float neg_inf = -std::numeric_limits<float>::infinity();
-    constexpr KeyBits all_keys = ~KeyBits(0);
     const float *q = a.q + r0 * a.D;
     float *acc = a.acc + r0 * a.DV;
     const RowPrefetch pf = row_prefetch<KT, VT>(a);
     struct Block {
         int64_t j0;
+        int nb;                           // keys in the block
         KeyBits vis[kRowsPerGroup], any;
         bool full;
         float alpha[kRowsPerGroup];
@@ -414,6 +429,7 @@ template <class Vec, int NR, fst_type KT, fst_type VT> void attend_rows(const Ch
             Block &b = blocks[n_blocks];
             // Which keys of the block each row sees.
             b.j0 = j0;
+            b.nb = nb;
             b.any = 0;
             for (int r = 0; r < kRowsPerGroup; ++r) b.vis[r] = 0;
             for (int r = 0; r < NR; ++r) {
@@ -428,20 +444,22 @@ template <class Vec, int NR, fst_type KT, fst_type VT> void attend_rows(const Ch
                 b.any |= bits;
             }
             if (b.any == 0) continue;
-            b.full = nb == kBlockKeys;
-            for (int r = 0; r < NR; ++r) b.full = b.full && b.vis[r] == all_keys;
-            if (b.full) block_logits_full<Vec, NR, KT>(a, pf, q, j0, w[n_blocks]);
+            b.full = true;
+            for (int r = 0; r < NR; ++r) b.full = b.full && b.vis[r] == low_bits(nb);
+            if (b.full && nb == kBlockKeys) block_logits_full<Vec, NR, KT, false>(a, pf, q, j0, nb, w[n_blocks]);
+            else if (b.full) block_logits_full<Vec, NR, KT, true>(a, pf, q, j0, nb, w[n_blocks]);
             else block_logits<Vec, NR, KT>(a, q, j0, b.any, w[n_blocks]);
             ++n_blocks;
         }
         for (int i = 0; i < n_blocks; ++i) {
             Block &b = blocks[i];
             block_softmax<Vec, NR>(a, r0, b.j0, b.vis, w[i], b.alpha);
-            for (int r = 0; r < NR; ++r) b.full = b.full && b.vis[r] == all_keys; // a row whose logits are all -inf drops out
+            for (int r = 0; r < NR; ++r) b.full = b.full && b.vis[r] == low_bits(b.nb); // a row whose logits are all -inf drops out
         }
         for (int i = 0; i < n_blocks; ++i) {
             const Block &b = blocks[i];
-            if (b.full) block_values_full<Vec, NR, VT>(a, pf, acc, b.j0, w[i], b.alpha);
+            if (b.full && b.nb == kBlockKeys) block_values_full<Vec, NR, VT, false>(a, pf, acc, b.j0, b.nb, w[i], b.alpha);
+            else if (b.full) block_values_full<Vec, NR, VT, true>(a, pf, acc, b.j0, b.nb, w[i], b.alpha);
             else block_values<Vec, NR, VT>(a, acc, b.j0, b.any, b.vis, w[i], b.alpha);
         }
     }
