@@ -566,6 +566,16 @@ double median(std::vector<double> v) {
     return v.size() % 2 == 1 ? v[v.size() / 2] : 0.5 * (v[v.size() / 2 - 1] + v[v.size() / 2]);
 }
 
+// The case's time if it ran at the machine's limits: its KV bytes at the DRAM read rate or its flops at the FMA
+// peak, whichever takes longer (cache-resident cases: the flops only).
+void set_roofline(Result &res, const Limits &limits) {
+    const Limit &limit = limits.at(res.c->threads);
+    const double memory_ms = res.kv_bytes / (limit.dram_gbs * 1e9) * 1e3;
+    const double fma_ms = res.flops / (limit.fma_gflops * 1e9) * 1e3;
+    res.roofline_ms = res.c->cached ? fma_ms : std::max(memory_ms, fma_ms);
+    res.memory_bound = !res.c->cached && memory_ms >= fma_ms;
+}
+
 Result run_case(const Case &c, const BenchOptions &o, int runs, const Limits &limits, const BigBuffer &arena,
                 RowPools &pools, ArenaState &state) {
     Result res;
@@ -586,11 +596,7 @@ Result run_case(const Case &c, const BenchOptions &o, int runs, const Limits &li
 
     res.kv_bytes = double(p.layout.kv_bytes);
     res.flops = double(visible_pairs(c)) * double(kHeads) * double(2 * kDim + 2 * kDim);
-    const Limit &limit = limits.at(c.threads);
-    const double memory_ms = res.kv_bytes / (limit.dram_gbs * 1e9) * 1e3;
-    const double fma_ms = res.flops / (limit.fma_gflops * 1e9) * 1e3;
-    res.roofline_ms = c.cached ? fma_ms : std::max(memory_ms, fma_ms); // cached: nothing comes from DRAM
-    res.memory_bound = !c.cached && memory_ms >= fma_ms;
+    set_roofline(res, limits);
     return res;
 }
 
@@ -789,6 +795,21 @@ void print_limits(const char *prefix, const Limits &limits) {
                     l.fma_gflops, l.fma_gflops / l.dram_gbs);
 }
 
+// Per thread count, the higher DRAM rate and the higher FMA peak of two measurements: what the machine showed it
+// can do in this run. A limit read in a slow minute would flatter every fraction measured against it.
+Limits higher_limits(const Limits &a, const Limits &b) {
+    Limits h = a;
+    for (Limit &l : h.per_threads) {
+        const Limit &m = b.at(l.threads);
+        if (m.dram_gbs > l.dram_gbs) {
+            l.dram_gbs = m.dram_gbs;
+            l.read_loop = m.read_loop;
+        }
+        l.fma_gflops = std::max(l.fma_gflops, m.fma_gflops);
+    }
+    return h;
+}
+
 bool limits_moved(const Limits &a, const Limits &b) {
     auto moved = [](double x, double y) { return std::fabs(x - y) > 0.1 * std::max(x, y); };
     for (const Limit &l : a.per_threads) {
@@ -879,10 +900,6 @@ int run_bench(const BenchOptions &options) {
     const Paired paired = paired_ratios(selected_case(split.one), {selected_case(split.calls), selected_case(split.multiseg)},
                                         o, runs, limits, arena, pools, arena_state);
 
-    std::printf("\n%stargets (issue 4, %d threads); load average %.2f\n", prefix, kTargetThreads, load_average());
-    // The bench itself keeps up to every core busy, so only a load above the hardware threads means others ran.
-    const int failed = print_targets(results, paired, limits, o.csv);
-
     // On a shared machine the limits move with the neighbours' load: measured again, they show whether the roofline
     // above still held at the end.
     const Limits after = measure_limits(arena, buffer_bytes, o.threads, o.quick);
@@ -890,7 +907,17 @@ int run_bench(const BenchOptions &options) {
     print_limits(prefix, after);
     if (!o.quick && limits_moved(limits, after))
         std::printf("%sWARNING: a machine limit moved by more than 10%% during the run: other processes shared the "
-                    "machine, and the roofline fractions above are unreliable\n", prefix);
+                    "machine, and the roofline fractions in the table are unreliable\n", prefix);
+
+    // Targets are judged against the higher of the two measurements, so a limit read in a slow minute cannot pass one.
+    const Limits best = higher_limits(limits, after);
+    for (Result &r : results) set_roofline(r, best);
+    const Limit &target_limit = best.at(kTargetThreads);
+    std::printf("\n%stargets (issue 4, %d threads), against the higher limits of the two measurements (DRAM %.2f GB/s, "
+                "FMA %.1f GFLOP/s); load average %.2f\n",
+                prefix, kTargetThreads, target_limit.dram_gbs, target_limit.fma_gflops, load_average());
+    // The bench itself keeps up to every core busy, so only a load above the hardware threads means others ran.
+    const int failed = print_targets(results, paired, best, o.csv);
     const CpuTimes cpu_end = cpu_times();
     const double wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - wall_start).count();
     if (cpu_start.machine >= 0 && cpu_end.machine >= 0) {
