@@ -100,9 +100,11 @@ namespace {
 // Head sizes that are not whole AVX-512 vectors (D = 40: 2.5 vectors of 16) run on the best level that handles them,
 // and still match the reference.
 TEST(KernelDispatch, OddHeadSizesStillMatchTheReference) {
-    for (int64_t D : {40, 24, 8}) {
+    for (int64_t D : {40, 24, 8})
+    for (int64_t nq : {20, 32}) { // rows per tile: the row groups' path (20), the rows-as-lanes path (32)
         SCOPED_TRACE(D);
-        const int64_t nq = 20, nkv = 300, H = 2; // 20 rows per tile: the many-rows path
+        SCOPED_TRACE(nq);
+        const int64_t nkv = 300, H = 2;
         std::vector<float> q(size_t(D * nq * H)), k(size_t(D * nkv * H)), v(size_t(D * nkv * H));
         for (size_t i = 0; i < q.size(); ++i) q[i] = float((i * 7919) % 97) / 97.0f - 0.5f;
         for (size_t i = 0; i < k.size(); ++i) k[i] = float((i * 104729) % 89) / 89.0f - 0.5f;

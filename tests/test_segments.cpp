@@ -322,11 +322,14 @@ TEST(Segments, SinksCountExactlyOnce) {
 // A row fully masked in one segment keeps its state and output bytes through that call; a row masked everywhere
 // stays the empty state to the end.
 TEST(Segments, FullyMaskedRowLeavesBytesUnchanged) {
+    // n_q 4: 16 rows per tile (the kernels' row groups); 16: 64 rows, tiles of 32 (rows as vector lanes).
+    for (int64_t n_q : {4, 16})
     for (fst_type mask_type : {FST_TYPE_F16, FST_TYPE_F32}) {
+        SCOPED_TRACE(n_q);
         Spec s;
         s.D = 40;
         s.DV = 24;
-        s.n_q = 4;
+        s.n_q = n_q;
         s.n_kv = 60;
         s.n_head = 2;
         s.n_head_kv = 1;
