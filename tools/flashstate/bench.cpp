@@ -247,6 +247,16 @@ std::vector<Case> make_cases(bool quick, const std::vector<int> &thread_counts) 
         cases.push_back(c);
     }
 
+    // A few query positions at once (speculative decoding, small batches), the last 4 under the causal mask: 16 rows
+    // per KV head. No target; it shows the row-group path with more rows than one GQA group.
+    Case few_q;
+    few_q.n_q = 4;
+    few_q.name = "decode-f16-" + kilo(quick ? 4096 : 32768) + "-q4" + t_main;
+    few_q.tiers = {{FST_TYPE_F16, quick ? 4096 : 32768, 1}};
+    few_q.causal = true;
+    few_q.threads = main_threads;
+    cases.push_back(few_q);
+
     Case prefill;
     prefill.n_q = quick ? 64 : 512;
     const int64_t prefill_n_kv = quick ? 1024 : 4096;
