@@ -195,6 +195,33 @@ TEST(Attention, LogitsOfMagnitude50EveryType) {
     }
 }
 
+// A few query positions per call (speculative decoding: 2-6 rows per query head, 4 query heads per KV head, so 8-24
+// rows in row groups of 4) over several 1024-key chunks, with a causal mask and a mask tensor hiding some keys: the
+// row groups take each chunk in steps of 256 keys, and each step must continue the state of the one before it.
+TEST(Attention, FewQueryPositionsOverSeveralChunks) {
+    uint32_t seed = 95000;
+    for (fst_type t : kv_types()) {
+        Errors te;
+        for (int64_t n_q : {2, 3, 6}) {
+            Spec s;
+            s.D = s.DV = 64;
+            s.n_q = n_q;
+            s.n_kv = 2300;
+            s.n_head = 8;
+            s.n_head_kv = 2;
+            s.k_type = s.v_type = t;
+            s.has_mask = true;
+            s.mask_type = FST_TYPE_F16;
+            s.mask_inf_fraction = 0.2;
+            s.virtual_mask = FST_MASK_CAUSAL;
+            s.q_pos0 = s.n_kv - s.n_q - 300; // the last 300 keys are in the future of every row
+            s.logit_max = 20;
+            te.add(run_problem(s, ++seed));
+        }
+        print(std::string("few rows, k=v=") + fst_type_name(t), te, 3);
+    }
+}
+
 // A decode step over 20000 keys: the error must stay within the bound however long the range (SPEC section 4:
 // long ranges need blocked or tree summation). Flat logits with V of mean 1 make every key count. Beyond the
 // bound, the error may not grow much past what 200 keys show: one long F32 running sum reaches ~8e-6 at 20000

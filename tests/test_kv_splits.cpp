@@ -24,9 +24,9 @@ Spec long_decode(fst_type kv) {
     s.D = 64;
     s.DV = 64;
     s.n_q = 1;
-    s.n_kv = 9000; // 36 chunks of 256 keys in one tile: several pieces
-    s.n_head = 4;
-    s.n_head_kv = 1;
+    s.n_kv = 9000; // 9 chunks of 1024 keys in each of 4 tiles: pieces of 2 chunks (a merge tree each), then one
+    s.n_head = 8;
+    s.n_head_kv = 4;
     s.k_type = s.v_type = kv;
     s.has_sinks = true;
     s.virtual_mask = FST_MASK_SLIDING_WINDOW;

@@ -35,14 +35,14 @@ using fst_test::Spec;
 
 constexpr int kThreads = 8;
 
-// A problem with several 256-key chunks, GQA, broadcast sequences, mixed K/V types, a mask with hidden keys,
+// A problem with several 1024-key chunks, GQA, broadcast sequences, mixed K/V types, a mask with hidden keys,
 // sinks, softcap and a causal virtual mask: every path a call can take in parallel.
 Spec threaded_spec() {
     Spec s;
     s.D = 64;
     s.DV = 64;
     s.n_q = 9; // 4 heads per KV head x 9 rows = 36 rows per group: two tiles per group
-    s.n_kv = 600;
+    s.n_kv = 2600;
     s.n_head = 8;
     s.n_head_kv = 2;
     s.n_seq = 2;

@@ -29,6 +29,7 @@ void attend_chunk(const ChunkArgs &a) {
     float *kf = a.scratch;                   // kBlockKeys x D
     float *vf = kf + kBlockKeys * a.D;       // kBlockKeys x DV
     float *x = vf + kBlockKeys * a.DV;       // kBlockKeys logits of one row
+    float *block_acc = x + kBlockKeys;       // DV: one row's weighted V sum over the block
     for (int64_t i = 0; i < a.n_rows; ++i) {
         a.m[i] = neg_inf;
         a.s[i] = 0.0f;
@@ -70,20 +71,24 @@ void attend_chunk(const ChunkArgs &a) {
                 for (int64_t c = 0; c < a.DV; ++c) acc[c] *= alpha;
             }
             a.m[i] = m_new;
+            // The block's sums start from zero and join acc and s once (blocked summation: the rounding error
+            // grows with the blocks and a block's keys, not with all the chunk's keys in a row).
             float block_sum = 0.0f;
+            std::fill(block_acc, block_acc + a.DV, 0.0f);
             for (int64_t j = 0; j < nb; ++j) {
                 if (x[j] == neg_inf) continue; // hidden keys: NaN in V must not reach acc through 0 * NaN
                 const float p = std::exp(x[j] - m_new);
                 block_sum += p;
                 const float *v = vf + j * a.DV;
-                for (int64_t c = 0; c < a.DV; ++c) acc[c] += p * v[c];
+                for (int64_t c = 0; c < a.DV; ++c) block_acc[c] += p * v[c];
             }
+            for (int64_t c = 0; c < a.DV; ++c) acc[c] += block_acc[c];
             a.s[i] += block_sum;
         }
     }
 }
 
-size_t scratch_floats(int64_t D, int64_t DV, int64_t) { return size_t(kBlockKeys * (D + DV) + kBlockKeys); }
+size_t scratch_floats(int64_t D, int64_t DV, int64_t) { return size_t(kBlockKeys * (D + DV) + kBlockKeys + DV); }
 bool supports(int64_t, int64_t) { return true; }
 void exp_array(const float *x, float *y, int64_t n) {
     for (int64_t i = 0; i < n; ++i) y[i] = std::exp(x[i]);

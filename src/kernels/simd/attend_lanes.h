@@ -154,7 +154,7 @@ template <class Vec, fst_type KT, fst_type VT> void attend_lanes(const ChunkArgs
         for (int64_t c0 = 0; c0 < DV; c0 += CC) {
             V o[CC][RV];
             for (int cc = 0; cc < CC; ++cc)
-                for (int v = 0; v < RV; ++v) o[cc][v] = Vec::mul(Vec::load(ot + (c0 + cc) * kLaneRows + v * W), alpha_v[v]);
+                for (int v = 0; v < RV; ++v) o[cc][v] = Vec::zero(); // the block's sum alone (see add_block_sum)
             for (int j = 0; j < nb; ++j) {
                 if (key_rows[j] == 0) continue;
                 V pv[RV];
@@ -173,7 +173,10 @@ template <class Vec, fst_type KT, fst_type VT> void attend_lanes(const ChunkArgs
                 }
             }
             for (int cc = 0; cc < CC; ++cc)
-                for (int v = 0; v < RV; ++v) Vec::store(ot + (c0 + cc) * kLaneRows + v * W, o[cc][v]);
+                for (int v = 0; v < RV; ++v) {
+                    float *p = ot + (c0 + cc) * kLaneRows + v * W;
+                    Vec::store(p, Vec::fma(Vec::load(p), alpha_v[v], o[cc][v]));
+                }
         }
     }
 

@@ -125,6 +125,21 @@ void block_logits(const ChunkArgs &a, const float *q, int64_t j0, KeyBits keys, 
     }
 }
 
+// acc_r = acc_r * alpha_r + o_r for the G vectors from vector c0: a block's weighted V sum, accumulated on its own
+// from zero, joins the earlier blocks' sum in one step. Blocked summation: a chunk's rounding error grows with its 16
+// blocks plus a block's 64 keys, not with its 1024 keys one after the other (the same instructions as rescaling acc
+// first and adding every key into it, which doubled the error of a 32k decode when chunks grew from 256 keys).
+template <class Vec, int NR, int G>
+inline void add_block_sum(const ChunkArgs &a, float *acc, const typename Vec::V (&o)[NR][G], const float *alpha, int64_t c0) {
+    for (int r = 0; r < NR; ++r) {
+        const typename Vec::V al = Vec::set1(alpha[r]);
+        for (int u = 0; u < G; ++u) {
+            float *p = acc + r * a.DV + (c0 + u) * Vec::W;
+            Vec::store(p, Vec::fma(Vec::load(p), al, o[r][u]));
+        }
+    }
+}
+
 // acc_r = acc_r * alpha_r + sum_j p[r][j] v_j over the keys in `keys`, for G vectors of DV starting at vector c0
 // (G a compile-time count so that the NR x G accumulators stay in registers). A key hidden from row r (bit clear in
 // vis[r]) is never multiplied into acc_r, so NaN in its V cannot reach that row.
@@ -132,11 +147,9 @@ template <class Vec, int NR, fst_type VT, int G>
 void values_group(const ChunkArgs &a, float *acc, int64_t j0, KeyBits keys, KeyBits all_rows, const KeyBits *vis,
                   const float p[][kBlockKeys], const float *alpha, int64_t c0) {
     using V = typename Vec::V;
-    V o[NR][G];
-    for (int r = 0; r < NR; ++r) {
-        const V al = Vec::set1(alpha[r]);
-        for (int u = 0; u < G; ++u) o[r][u] = Vec::mul(Vec::load(acc + r * a.DV + (c0 + u) * Vec::W), al);
-    }
+    V o[NR][G]; // this block's sum alone, added to the rescaled earlier sum at the end (see add_block_sum)
+    for (int r = 0; r < NR; ++r)
+        for (int u = 0; u < G; ++u) o[r][u] = Vec::zero();
     // Keys in order (so a row's sum never depends on what other rows see); a key every row sees takes plain FMAs.
     for (KeyBits b = keys; b; b &= b - 1) {
         const int j = __builtin_ctzll(b);
@@ -157,8 +170,7 @@ void values_group(const ChunkArgs &a, float *acc, int64_t j0, KeyBits keys, KeyB
             }
         }
     }
-    for (int r = 0; r < NR; ++r)
-        for (int u = 0; u < G; ++u) Vec::store(acc + r * a.DV + (c0 + u) * Vec::W, o[r][u]);
+    add_block_sum<Vec, NR, G>(a, acc, o, alpha, c0);
 }
 
 template <class Vec, int NR, fst_type VT>
@@ -297,11 +309,9 @@ void values_group_full(const ChunkArgs &a, const RowPrefetch &pf, float *acc, in
                        const float p[][kBlockKeys], const float *alpha, int64_t c0) {
     const int nb = Short ? n_keys : kBlockKeys;
     using V = typename Vec::V;
-    V o[NR][G];
-    for (int r = 0; r < NR; ++r) {
-        const V al = Vec::set1(alpha[r]);
-        for (int u = 0; u < G; ++u) o[r][u] = Vec::mul(Vec::load(acc + r * a.DV + (c0 + u) * Vec::W), al);
-    }
+    V o[NR][G]; // this block's sum alone, added to the rescaled earlier sum at the end (see add_block_sum)
+    for (int r = 0; r < NR; ++r)
+        for (int u = 0; u < G; ++u) o[r][u] = Vec::zero();
     const unsigned char *vrow = a.v + size_t(j0) * a.v_stride;
     constexpr bool prepped = G % 2 == 0 && !wide_type(VT); // quantized rows: blocks prepared a row ahead (block_prep)
     V prep[G / 2 + 1];
@@ -326,8 +336,7 @@ void values_group_full(const ChunkArgs &a, const RowPrefetch &pf, float *acc, in
             for (int u = 0; u < G; ++u) o[r][u] = Vec::fma(pv, vv[u], o[r][u]);
         }
     }
-    for (int r = 0; r < NR; ++r)
-        for (int u = 0; u < G; ++u) Vec::store(acc + r * a.DV + (c0 + u) * Vec::W, o[r][u]);
+    add_block_sum<Vec, NR, G>(a, acc, o, alpha, c0);
 }
 
 template <class Vec, int NR, fst_type VT, bool Short>
@@ -403,12 +412,15 @@ void block_softmax(const ChunkArgs &a, int64_t r0, int64_t j0, KeyBits *vis, flo
     }
 }
 
-// Blocks go kSpanBlocks at a time: the logits of all of them, then each one's softmax, then the weighted V sums in
-// block order (each block's alpha rescales what the blocks before it added, as when they are taken one by one). K and
-// V are then read in runs of 256 rows instead of 64, which the hardware prefetcher follows better (docs/PERFORMANCE.md).
+// Blocks go up to kSpanBlocks at a time (a span: a whole chunk): the logits of all of them, then each one's softmax,
+// then the weighted V sums in block order (each block's alpha rescales what the blocks before it added, as when they
+// are taken one by one). K and V are then read in long runs of rows rather than alternating every 64, which the
+// hardware prefetcher follows better (runs of 256 against 64, then of 1024 against 256: docs/PERFORMANCE.md).
 constexpr int kSpanBlocks = int(kChunkKeys / kBlockKeys);
 
-template <class Vec, int NR, fst_type KT, fst_type VT> void attend_rows(const ChunkArgs &a, int64_t r0) {
+// Row group r0 over the keys [j_begin, j_end) of the chunk (block-aligned j_begin), continuing its m, s and acc.
+template <class Vec, int NR, fst_type KT, fst_type VT>
+void attend_rows(const ChunkArgs &a, int64_t r0, int64_t j_begin, int64_t j_end) {
     constexpr float neg_inf = -std::numeric_limits<float>::infinity();
     const float *q = a.q + r0 * a.D;
     float *acc = a.acc + r0 * a.DV;
@@ -422,10 +434,10 @@ template <class Vec, int NR, fst_type KT, fst_type VT> void attend_rows(const Ch
     };
     Block blocks[kSpanBlocks];
     alignas(64) float w[kSpanBlocks][kRowsPerGroup][kBlockKeys]; // logits, then weights
-    for (int64_t span = 0; span < a.n_keys; span += kSpanBlocks * kBlockKeys) {
+    for (int64_t span = j_begin; span < j_end; span += kSpanBlocks * kBlockKeys) {
         int n_blocks = 0;
-        for (int64_t j0 = span; j0 < a.n_keys && j0 < span + kSpanBlocks * kBlockKeys; j0 += kBlockKeys) {
-            const int nb = int(min64(kBlockKeys, a.n_keys - j0));
+        for (int64_t j0 = span; j0 < j_end && j0 < span + kSpanBlocks * kBlockKeys; j0 += kBlockKeys) {
+            const int nb = int(min64(kBlockKeys, j_end - j0));
             Block &b = blocks[n_blocks];
             // Which keys of the block each row sees.
             b.j0 = j0;
@@ -465,23 +477,23 @@ template <class Vec, int NR, fst_type KT, fst_type VT> void attend_rows(const Ch
     }
 }
 
-template <class Vec, int NR, fst_type KT> void attend_rows_v(const ChunkArgs &a, int64_t r0) {
+template <class Vec, int NR, fst_type KT> void attend_rows_v(const ChunkArgs &a, int64_t r0, int64_t j_begin, int64_t j_end) {
     switch (a.v_type) {
-    case FST_TYPE_F32: return attend_rows<Vec, NR, KT, FST_TYPE_F32>(a, r0);
-    case FST_TYPE_F16: return attend_rows<Vec, NR, KT, FST_TYPE_F16>(a, r0);
-    case FST_TYPE_BF16: return attend_rows<Vec, NR, KT, FST_TYPE_BF16>(a, r0);
-    case FST_TYPE_Q8_0: return attend_rows<Vec, NR, KT, FST_TYPE_Q8_0>(a, r0);
-    default: return attend_rows<Vec, NR, KT, FST_TYPE_Q4_0>(a, r0);
+    case FST_TYPE_F32: return attend_rows<Vec, NR, KT, FST_TYPE_F32>(a, r0, j_begin, j_end);
+    case FST_TYPE_F16: return attend_rows<Vec, NR, KT, FST_TYPE_F16>(a, r0, j_begin, j_end);
+    case FST_TYPE_BF16: return attend_rows<Vec, NR, KT, FST_TYPE_BF16>(a, r0, j_begin, j_end);
+    case FST_TYPE_Q8_0: return attend_rows<Vec, NR, KT, FST_TYPE_Q8_0>(a, r0, j_begin, j_end);
+    default: return attend_rows<Vec, NR, KT, FST_TYPE_Q4_0>(a, r0, j_begin, j_end);
     }
 }
 
-template <class Vec, int NR> void attend_rows_kv(const ChunkArgs &a, int64_t r0) {
+template <class Vec, int NR> void attend_rows_kv(const ChunkArgs &a, int64_t r0, int64_t j_begin, int64_t j_end) {
     switch (a.k_type) {
-    case FST_TYPE_F32: return attend_rows_v<Vec, NR, FST_TYPE_F32>(a, r0);
-    case FST_TYPE_F16: return attend_rows_v<Vec, NR, FST_TYPE_F16>(a, r0);
-    case FST_TYPE_BF16: return attend_rows_v<Vec, NR, FST_TYPE_BF16>(a, r0);
-    case FST_TYPE_Q8_0: return attend_rows_v<Vec, NR, FST_TYPE_Q8_0>(a, r0);
-    default: return attend_rows_v<Vec, NR, FST_TYPE_Q4_0>(a, r0);
+    case FST_TYPE_F32: return attend_rows_v<Vec, NR, FST_TYPE_F32>(a, r0, j_begin, j_end);
+    case FST_TYPE_F16: return attend_rows_v<Vec, NR, FST_TYPE_F16>(a, r0, j_begin, j_end);
+    case FST_TYPE_BF16: return attend_rows_v<Vec, NR, FST_TYPE_BF16>(a, r0, j_begin, j_end);
+    case FST_TYPE_Q8_0: return attend_rows_v<Vec, NR, FST_TYPE_Q8_0>(a, r0, j_begin, j_end);
+    default: return attend_rows_v<Vec, NR, FST_TYPE_Q4_0>(a, r0, j_begin, j_end);
     }
 }
 
@@ -498,6 +510,9 @@ namespace {
 // lanes. The row groups win up to 24 rows (Zen 5, 32k cache, 32/8 heads: F16 n_q 3 / 4 / 5 / 6, i.e. 12-24 rows,
 // 2.2x / 2x / 1.5x / 1.4x faster than lanes; Q8_0 and Q4_0 alike, AVX2 too); at 32 rows lanes are as fast or faster.
 constexpr int64_t kMaxDecodeRows = 24;
+// With several row groups, each re-reads the keys the group before it read: they go over the chunk 256 keys at a
+// time (128 KiB of F16 K/V at D = 128, which stays in any L2) rather than one whole chunk after the other.
+constexpr int64_t kGroupStepKeys = 256;
 
 template <class Vec> void attend_chunk(const ChunkArgs &a) {
     if (a.n_rows > kMaxDecodeRows) return attend_lanes_kv<Vec>(a);
@@ -506,12 +521,16 @@ template <class Vec> void attend_chunk(const ChunkArgs &a) {
         a.s[i] = 0.0f;
         for (int64_t c = 0; c < a.DV; ++c) a.acc[i * a.DV + c] = 0.0f;
     }
-    for (int64_t r0 = 0; r0 < a.n_rows; r0 += kRowsPerGroup) {
-        switch (min64(kRowsPerGroup, a.n_rows - r0)) {
-        case 1: attend_rows_kv<Vec, 1>(a, r0); break;
-        case 2: attend_rows_kv<Vec, 2>(a, r0); break;
-        case 3: attend_rows_kv<Vec, 3>(a, r0); break;
-        default: attend_rows_kv<Vec, 4>(a, r0); break;
+    const int64_t step = a.n_rows > kRowsPerGroup ? kGroupStepKeys : a.n_keys;
+    for (int64_t j = 0; j < a.n_keys; j += step) {
+        const int64_t j_end = min64(j + step, a.n_keys);
+        for (int64_t r0 = 0; r0 < a.n_rows; r0 += kRowsPerGroup) {
+            switch (min64(kRowsPerGroup, a.n_rows - r0)) {
+            case 1: attend_rows_kv<Vec, 1>(a, r0, j, j_end); break;
+            case 2: attend_rows_kv<Vec, 2>(a, r0, j, j_end); break;
+            case 3: attend_rows_kv<Vec, 3>(a, r0, j, j_end); break;
+            default: attend_rows_kv<Vec, 4>(a, r0, j, j_end); break;
+            }
         }
     }
 }
