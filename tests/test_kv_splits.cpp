@@ -10,6 +10,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <vector>
 
@@ -120,6 +121,30 @@ TEST(KvSplits, ManyShortSegmentsEqualCallsInSequence) {
         if (cuts.back() < 9000) cuts.push_back(9000);
         expect_multi_segment_equals_sequence(Problem(long_decode(kv), 13), cuts);
     }
+}
+
+// Short segments of a multi-segment call go through the kernel several at a time (up to 1024 keys), each with its
+// own state, mask columns and visible range: the bits stay those of one call per segment, for 1, 2 and 4 rows per
+// KV head, with a mask tensor and a sliding window that hides whole segments.
+TEST(KvSplits, ShortSegmentsSharingKernelPassesEqualCallsInSequence) {
+    for (fst_type kv : {FST_TYPE_F16, FST_TYPE_Q8_0, FST_TYPE_Q4_0})
+        for (int64_t heads_per_kv : {1, 2, 4}) {
+            SCOPED_TRACE(fst_type_name(kv));
+            SCOPED_TRACE(heads_per_kv);
+            Spec s = long_decode(kv);
+            s.n_kv = 3000;
+            s.n_head_kv = 4;
+            s.n_head = 4 * heads_per_kv;
+            s.has_mask = true;
+            s.mask_type = FST_TYPE_F16;
+            s.mask_inf_fraction = 0.2;
+            s.window = 2500; // the first 500 keys are outside every row's window
+            s.q_pos0 = s.n_kv - 1;
+            std::vector<int64_t> cuts = {0};
+            for (int i = 0; cuts.back() < s.n_kv; ++i)
+                cuts.push_back(std::min<int64_t>(s.n_kv, cuts.back() + std::vector<int64_t>{5, 64, 130, 1, 33, 250, 17}[i % 7]));
+            expect_multi_segment_equals_sequence(Problem(s, 14), cuts);
+        }
 }
 
 } // namespace

@@ -89,7 +89,8 @@ void make_plan(const AttnProblem &P, Plan &plan) {
                        + 2 * T * size_t(plan.tree_levels + 1) * plan.slot_floats // merge trees: chunks, pieces
                        + 2 * T * plan.slot_floats                                // a piece's and a segment's result
                        + plan.kernels->scratch_floats(P.D, P.DV, int64_t(T))
-                       + 4 * T; // lo / hi (int32, stored in float slots)
+                       + 4 * T // lo / hi (int32, stored in float slots)
+                       + size_t(kernels::kMaxBatchChunks * Plan::kMaxBatchRows) * (2 * size_t(P.DV) + 6); // short-segment batches
 }
 
 } // namespace fst

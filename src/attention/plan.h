@@ -40,6 +40,7 @@ struct Plan {
     static constexpr int64_t kTargetItems = 32;    // enough independent work items for the threads of one machine
     static constexpr int64_t kMinPieceChunks = 1;  // a piece covers at least one chunk (1024 keys)
     static constexpr size_t kMaxGroupedFloats = size_t(4) << 20; // stored partials of grouped short segments: 16 MiB
+    static constexpr int64_t kMaxBatchRows = 4; // tiles of up to 4 rows run short segments several at a time (run.cpp)
 
     int64_t heads_per_kv = 1, seqs_per_kv = 1, rows_per_group = 0, n_q = 0, n_seq_kv = 1;
     std::vector<Tile> tiles;

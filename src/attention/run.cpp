@@ -28,6 +28,9 @@ int32_t load_i32(const unsigned char *p) {
 struct TileScratch {
     float *q, *bias, *m, *s, *acc, *chunk_trees, *piece_trees, *piece_result, *seg_result, *kernel;
     int32_t *lo, *hi;
+    // A batch of short segments (compute_short_segments): per segment and row m, s, acc, lo, hi, and its result.
+    float *batch_m, *batch_s, *batch_acc, *batch_results;
+    int32_t *batch_lo, *batch_hi;
     TileScratch(const AttnProblem &P, const Plan &plan, float *base) {
         const int64_t T = Plan::kTileRows;
         const size_t tree = size_t(T) * size_t(plan.tree_levels + 1) * plan.slot_floats;
@@ -42,7 +45,14 @@ struct TileScratch {
         seg_result = piece_result + size_t(T) * plan.slot_floats;
         lo = reinterpret_cast<int32_t *>(seg_result + size_t(T) * plan.slot_floats);
         hi = lo + T;
-        kernel = reinterpret_cast<float *>(hi + T);
+        const int64_t B = kernels::kMaxBatchChunks * Plan::kMaxBatchRows;
+        batch_m = reinterpret_cast<float *>(hi + T);
+        batch_s = batch_m + B;
+        batch_acc = batch_s + B;
+        batch_results = batch_acc + B * P.DV;
+        batch_lo = reinterpret_cast<int32_t *>(batch_results + size_t(B) * plan.slot_floats);
+        batch_hi = batch_lo + B;
+        kernel = reinterpret_cast<float *>(batch_hi + B);
     }
     MergeTree tree(float *trees, const Plan &plan, int64_t i) const {
         return MergeTree(trees + size_t(i) * size_t(plan.tree_levels + 1) * plan.slot_floats, plan.tree_levels,
@@ -124,6 +134,38 @@ void scale_row(const float *__restrict x, float a, float *__restrict y, int64_t 
     for (int64_t d = 0; d < n; ++d) y[d] = x[d] * a;
 }
 
+// The kernel arguments every chunk of segment S shares for the rows of a tile; the caller sets the chunk's keys,
+// visible ranges, bias and outputs.
+kernels::ChunkArgs segment_args(const AttnProblem &P, const Segment &S, int64_t n_rows, const TileScratch &w) {
+    kernels::ChunkArgs a;
+    a.D = P.D;
+    a.DV = P.DV;
+    a.scale = P.params.scale;
+    a.softcap = P.params.softcap;
+    a.k_type = S.k.type;
+    a.v_type = S.v.type;
+    a.k_stride = S.k.nb[1];
+    a.v_stride = S.v.nb[1];
+    a.n_rows = n_rows;
+    a.q = w.q;
+    a.bias_stride = kernels::kChunkKeys;
+    a.scratch = w.kernel;
+    return a;
+}
+
+// One row's partial state (M, S, O) from a chunk's unnormalized m, s, acc; the empty state when the row saw nothing.
+void write_partial(bool any_visible, float m, float s, const float *acc, int64_t DV, float *in) {
+    if (!any_visible || s == 0.0f) {
+        in[0] = kNegInf;
+        in[1] = 0.0f;
+        std::fill(in + 2, in + 2 + DV, 0.0f);
+    } else {
+        in[0] = m;
+        in[1] = s;
+        scale_row(acc, 1.0f / s, in + 2, DV);
+    }
+}
+
 // Piece `piece` of segment `seg` for the rows of a tile: kernels over its chunks, merged in a pairwise tree.
 // Writes each row's partial state (M, S, O) to result + i * slot_floats.
 void compute_piece(const AttnProblem &P, const Plan &plan, const Tile &tile, const RowInfo *rows, TileScratch &w,
@@ -135,24 +177,12 @@ void compute_piece(const AttnProblem &P, const Plan &plan, const Tile &tile, con
     MergeTree trees[Plan::kTileRows];
     for (int64_t i = 0; i < n; ++i) trees[i] = w.tree(w.chunk_trees, plan, i);
 
-    kernels::ChunkArgs a;
-    a.D = P.D;
-    a.DV = DV;
-    a.scale = P.params.scale;
-    a.softcap = P.params.softcap;
-    a.k_type = S.k.type;
-    a.v_type = S.v.type;
-    a.k_stride = S.k.nb[1];
-    a.v_stride = S.v.nb[1];
-    a.n_rows = n;
-    a.q = w.q;
+    kernels::ChunkArgs a = segment_args(P, S, n, w);
     a.lo = w.lo;
     a.hi = w.hi;
-    a.bias_stride = C;
     a.m = w.m;
     a.s = w.s;
     a.acc = w.acc;
-    a.scratch = w.kernel;
     const int64_t c_begin = piece * sp.piece_chunks, c_end = std::min(sp.n_chunks, (piece + 1) * sp.piece_chunks);
     // One chunk: its partial is the piece's result (what a tree of one leaf gives, bit for bit), written in place.
     const bool one_chunk = c_end - c_begin == 1;
@@ -177,15 +207,7 @@ void compute_piece(const AttnProblem &P, const Plan &plan, const Tile &tile, con
         }
         for (int64_t i = 0; i < n; ++i) {
             float *in = one_chunk ? result + size_t(i) * plan.slot_floats : trees[i].incoming();
-            if (!any_visible || w.s[i] == 0.0f) {
-                in[0] = kNegInf;
-                in[1] = 0.0f;
-                std::fill(in + 2, in + 2 + DV, 0.0f);
-            } else {
-                in[0] = w.m[i];
-                in[1] = w.s[i];
-                scale_row(w.acc + i * DV, 1.0f / w.s[i], in + 2, DV);
-            }
+            write_partial(any_visible, w.m[i], w.s[i], w.acc + i * DV, DV, in);
             if (!one_chunk) trees[i].push();
         }
     }
@@ -195,6 +217,70 @@ void compute_piece(const AttnProblem &P, const Plan &plan, const Tile &tile, con
         for (int64_t d = 0; d < DV; ++d) r[2 + d] = 0.0f;
         trees[i].result(r[0], r[1], r + 2);
     }
+}
+
+// Whether segment seg is one chunk (one piece): such short segments of a multi-segment call can share a kernel pass.
+bool one_chunk_segment(const Plan &plan, size_t seg) { return plan.segments[seg].n_chunks == 1; }
+
+// Consecutive one-chunk segments [seg, seg + n) for the rows of a tile (n from batch_length) in one attend_chunks
+// call, each segment's result rows written to results[b] as compute_piece writes them: the same arithmetic per
+// segment, but their K and V rows read in longer runs.
+void compute_short_segments(const AttnProblem &P, const Plan &plan, const Tile &tile, const RowInfo *rows, TileScratch &w,
+                            size_t seg, int n, float *const *results) {
+    const int64_t rows_n = tile.n_rows, C = kernels::kChunkKeys, DV = P.DV;
+    kernels::ChunkArgs args[kernels::kMaxBatchChunks];
+    bool visible[kernels::kMaxBatchChunks];
+    int n_args = 0;
+    int64_t bias_offset = 0;
+    for (int b = 0; b < n; ++b) {
+        const Segment &S = P.segments[seg + size_t(b)];
+        kernels::ChunkArgs &a = args[n_args];
+        a = segment_args(P, S, rows_n, w);
+        a.lo = w.batch_lo + b * rows_n;
+        a.hi = w.batch_hi + b * rows_n;
+        a.m = w.batch_m + b * rows_n;
+        a.s = w.batch_s + b * rows_n;
+        a.acc = w.batch_acc + b * rows_n * DV;
+        a.n_keys = S.n_kv;
+        bool any = false;
+        for (int64_t i = 0; i < rows_n; ++i) {
+            visible_range(P, S, rows[i].q_pos, 0, S.n_kv, w.batch_lo[b * rows_n + i], w.batch_hi[b * rows_n + i]);
+            any = any || w.batch_lo[b * rows_n + i] < w.batch_hi[b * rows_n + i];
+        }
+        visible[b] = any;
+        if (!any) continue; // a segment no row can see is skipped without being computed
+        a.bias = nullptr;
+        if (plan.segments[seg + size_t(b)].needs_bias) { // each segment's bias columns side by side in w.bias
+            for (int64_t i = 0; i < rows_n; ++i) fill_bias(P, S, *plan.kernels, rows[i], 0, S.n_kv, w.bias + i * C + bias_offset);
+            a.bias = w.bias + bias_offset;
+            bias_offset += S.n_kv;
+        }
+        a.k = at(S.k, 0, tile.hk, tile.sk);
+        a.v = at(S.v, 0, tile.hk, tile.sk);
+        ++n_args;
+    }
+    if (n_args > 0) plan.kernels->attend_chunks(args, n_args);
+    for (int b = 0; b < n; ++b)
+        for (int64_t i = 0; i < rows_n; ++i) {
+            const int64_t k = b * rows_n + i;
+            write_partial(visible[b], w.batch_m[k], w.batch_s[k], w.batch_acc + k * DV, DV, results[b] + size_t(i) * plan.slot_floats);
+        }
+}
+
+// How many one-chunk segments of [seg, seg_end) go into one compute_short_segments call: tiles of up to
+// kMaxBatchRows rows (more rows are several row groups, which the kernel takes a chunk at a time anyway), at most
+// kMaxBatchChunks segments, and keys that fit one chunk's bias columns; 1 means the segment goes alone.
+int batch_length(const AttnProblem &P, const Plan &plan, const Tile &tile, size_t seg, size_t seg_end) {
+    if (tile.n_rows > Plan::kMaxBatchRows) return 1;
+    const int max_n = kernels::kMaxBatchChunks;
+    int n = 0;
+    int64_t keys = 0;
+    while (seg + size_t(n) < seg_end && n < max_n && one_chunk_segment(plan, seg + size_t(n)) &&
+           keys + P.segments[seg + size_t(n)].n_kv <= kernels::kChunkKeys) {
+        keys += P.segments[seg + size_t(n)].n_kv;
+        ++n;
+    }
+    return std::max(n, 1);
 }
 
 // ⊕ one segment's result rows into the caller's state/out.
@@ -255,7 +341,24 @@ void run_tile(const AttnProblem &P, const Plan &plan, const Tile &tile, float *s
     TileScratch w(P, plan, scratch);
     RowInfo rows[Plan::kTileRows];
     tile_rows(P, plan, tile, rows, w.q);
+    size_t batch_first = 0; // short segments [batch_first, batch_first + batch_n) computed together, in w.batch_results
+    int batch_n = 0;
+    const size_t batch_stride = size_t(tile.n_rows) * plan.slot_floats;
     finish_tile(P, plan, tile, rows, w, [&](size_t seg, int64_t piece) {
+        if (one_chunk_segment(plan, seg)) {
+            if (batch_n == 0 || seg < batch_first || seg >= batch_first + size_t(batch_n)) {
+                const int n = batch_length(P, plan, tile, seg, plan.segments.size());
+                batch_n = 0;
+                if (n > 1) {
+                    float *results[kernels::kMaxBatchChunks];
+                    for (int b = 0; b < n; ++b) results[b] = w.batch_results + size_t(b) * batch_stride;
+                    compute_short_segments(P, plan, tile, rows, w, seg, n, results);
+                    batch_first = seg;
+                    batch_n = n;
+                }
+            }
+            if (batch_n > 0) return static_cast<const float *>(w.batch_results + (seg - batch_first) * batch_stride);
+        }
         compute_piece(P, plan, tile, rows, w, seg, piece, w.piece_result);
         return static_cast<const float *>(w.piece_result);
     });
@@ -327,9 +430,22 @@ void run(const AttnProblem &P, int ith, int nth) {
         RowInfo rows[Plan::kTileRows];
         tile_rows(P, plan, plan.tiles[t], rows, w.q);
         size_t seg = run.seg;
-        for (int64_t g = run.first_piece; g < run.first_piece + run.n_pieces; ++g) {
+        const int64_t g_end = run.first_piece + run.n_pieces;
+        for (int64_t g = run.first_piece; g < g_end;) {
             while (seg + 1 < plan.segments.size() && plan.segments[seg + 1].first_piece <= g) ++seg;
+            if (one_chunk_segment(plan, seg)) { // a piece is then the whole segment: g and seg advance together
+                const size_t seg_end = std::min(seg + size_t(g_end - g), plan.segments.size());
+                const int n = batch_length(P, plan, plan.tiles[t], seg, seg_end);
+                if (n > 1) {
+                    float *results[kernels::kMaxBatchChunks];
+                    for (int b = 0; b < n; ++b) results[b] = item_result(t, g + b);
+                    compute_short_segments(P, plan, plan.tiles[t], rows, w, seg, n, results);
+                    g += n;
+                    continue;
+                }
+            }
             compute_piece(P, plan, plan.tiles[t], rows, w, seg, g - plan.segments[seg].first_piece, item_result(t, g));
+            ++g;
         }
         // acq_rel: the last run's thread sees every other run's stored rows.
         if (std::atomic_ref<int64_t>(done[t]).fetch_add(1, std::memory_order_acq_rel) + 1 < int64_t(plan.runs.size())) return;

@@ -39,10 +39,16 @@ struct ChunkArgs {
                                       // of the same rows): a kernel may reuse what it derived from q
 };
 
+// Chunks one attend_chunks call takes at most.
+constexpr int kMaxBatchChunks = 16;
+
 struct KernelTable {
     fst_isa isa;
     const char *name;
     void (*attend_chunk)(const ChunkArgs &);
+    // n <= kMaxBatchChunks chunks of the same rows (n_rows, q, D, DV, scale, softcap), each with its own keys,
+    // visibility, bias and m/s/acc: the results of attend_chunk on each, in one pass where the kernel can.
+    void (*attend_chunks)(const ChunkArgs *chunks, int n);
     size_t (*scratch_floats)(int64_t D, int64_t DV, int64_t n_rows);
     bool (*supports)(int64_t D, int64_t DV); // shapes this table's kernels handle; others run the portable kernel
     void (*exp_array)(const float *x, float *y, int64_t n); // the kernels' e^x, exposed so tests can measure it

@@ -88,6 +88,10 @@ void attend_chunk(const ChunkArgs &a) {
     }
 }
 
+void attend_chunks(const ChunkArgs *chunks, int n) {
+    for (int i = 0; i < n; ++i) attend_chunk(chunks[i]);
+}
+
 size_t scratch_floats(int64_t D, int64_t DV, int64_t) { return size_t(kBlockKeys * (D + DV) + kBlockKeys + DV); }
 bool supports(int64_t, int64_t) { return true; }
 void exp_array(const float *x, float *y, int64_t n) {
@@ -106,7 +110,7 @@ void f16_row_to_f32(const void *x, float *y, int64_t n) {
 } // namespace
 
 const KernelTable &portable_kernels() {
-    static const KernelTable table{FST_ISA_PORTABLE, "portable", attend_chunk, scratch_floats, supports, exp_array,
+    static const KernelTable table{FST_ISA_PORTABLE, "portable", attend_chunk, attend_chunks, scratch_floats, supports, exp_array,
                                    f16_row_to_f32};
     return table;
 }

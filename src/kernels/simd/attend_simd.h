@@ -412,20 +412,26 @@ void block_softmax(const ChunkArgs &a, int64_t r0, int64_t j0, KeyBits *vis, flo
     }
 }
 
-// Blocks go up to kSpanBlocks at a time (a span: a whole chunk): the logits of all of them, then each one's softmax,
-// then the weighted V sums in block order (each block's alpha rescales what the blocks before it added, as when they
-// are taken one by one). K and V are then read in long runs of rows rather than alternating every 64, which the
-// hardware prefetcher follows better (runs of 256 against 64, then of 1024 against 256: docs/PERFORMANCE.md).
+// Blocks go up to kSpanBlocks at a time (a span: a whole chunk, or the short chunks of several segments): the
+// logits of all of them, then each one's softmax, then the weighted V sums in block order (each block's alpha
+// rescales what the blocks of its chunk before it added, as when they are taken one by one). K and V are then read
+// in long runs of rows rather than alternating every 64, which the hardware prefetcher follows better (runs of 256
+// against 64, then of 1024 against 256: docs/PERFORMANCE.md). Which blocks share a span never changes a result:
+// every block's arithmetic touches only its own chunk's state, in the chunk's block order.
 constexpr int kSpanBlocks = int(kChunkKeys / kBlockKeys);
 
-// Row group r0 over the keys [j_begin, j_end) of the chunk (block-aligned j_begin), continuing its m, s and acc.
+// Keys [j_begin, j_end) of one chunk (j_begin block-aligned) for a row group, continuing the chunk's m, s and acc.
+struct KeyRange {
+    const ChunkArgs *a;
+    int64_t j_begin, j_end;
+};
+
+// Row group r0 (the same rows in every range) over the ranges in order.
 template <class Vec, int NR, fst_type KT, fst_type VT>
-void attend_rows(const ChunkArgs &a, int64_t r0, int64_t j_begin, int64_t j_end) {
+void attend_rows(const KeyRange *ranges, int n_ranges, int64_t r0) {
     constexpr float neg_inf = -std::numeric_limits<float>::infinity();
-    const float *q = a.q + r0 * a.D;
-    float *acc = a.acc + r0 * a.DV;
-    const RowPrefetch pf = row_prefetch<KT, VT>(a);
     struct Block {
+        const ChunkArgs *a;
         int64_t j0;
         int nb;                           // keys in the block
         KeyBits vis[kRowsPerGroup], any;
@@ -434,12 +440,32 @@ void attend_rows(const ChunkArgs &a, int64_t r0, int64_t j_begin, int64_t j_end)
     };
     Block blocks[kSpanBlocks];
     alignas(64) float w[kSpanBlocks][kRowsPerGroup][kBlockKeys]; // logits, then weights
-    for (int64_t span = j_begin; span < j_end; span += kSpanBlocks * kBlockKeys) {
-        int n_blocks = 0;
-        for (int64_t j0 = span; j0 < j_end && j0 < span + kSpanBlocks * kBlockKeys; j0 += kBlockKeys) {
-            const int nb = int(min64(kBlockKeys, j_end - j0));
+    int n_blocks = 0;
+    auto finish_span = [&] {
+        for (int i = 0; i < n_blocks; ++i) {
+            Block &b = blocks[i];
+            block_softmax<Vec, NR>(*b.a, r0, b.j0, b.vis, w[i], b.alpha);
+            for (int r = 0; r < NR; ++r) b.full = b.full && b.vis[r] == low_bits(b.nb); // a row whose logits are all -inf drops out
+        }
+        for (int i = 0; i < n_blocks; ++i) {
+            const Block &b = blocks[i];
+            const ChunkArgs &a = *b.a;
+            float *acc = a.acc + r0 * a.DV;
+            if (b.full && b.nb == kBlockKeys) block_values_full<Vec, NR, VT, false>(a, row_prefetch<KT, VT>(a), acc, b.j0, b.nb, w[i], b.alpha);
+            else if (b.full) block_values_full<Vec, NR, VT, true>(a, row_prefetch<KT, VT>(a), acc, b.j0, b.nb, w[i], b.alpha);
+            else block_values<Vec, NR, VT>(a, acc, b.j0, b.any, b.vis, w[i], b.alpha);
+        }
+        n_blocks = 0;
+    };
+    for (int g = 0; g < n_ranges; ++g) {
+        const ChunkArgs &a = *ranges[g].a;
+        const float *q = a.q + r0 * a.D;
+        const RowPrefetch pf = row_prefetch<KT, VT>(a);
+        for (int64_t j0 = ranges[g].j_begin; j0 < ranges[g].j_end; j0 += kBlockKeys) {
+            const int nb = int(min64(kBlockKeys, ranges[g].j_end - j0));
             Block &b = blocks[n_blocks];
             // Which keys of the block each row sees.
+            b.a = &a;
             b.j0 = j0;
             b.nb = nb;
             b.any = 0;
@@ -461,39 +487,39 @@ void attend_rows(const ChunkArgs &a, int64_t r0, int64_t j_begin, int64_t j_end)
             if (b.full && nb == kBlockKeys) block_logits_full<Vec, NR, KT, false>(a, pf, q, j0, nb, w[n_blocks]);
             else if (b.full) block_logits_full<Vec, NR, KT, true>(a, pf, q, j0, nb, w[n_blocks]);
             else block_logits<Vec, NR, KT>(a, q, j0, b.any, w[n_blocks]);
-            ++n_blocks;
+            if (++n_blocks == kSpanBlocks) finish_span();
         }
-        for (int i = 0; i < n_blocks; ++i) {
-            Block &b = blocks[i];
-            block_softmax<Vec, NR>(a, r0, b.j0, b.vis, w[i], b.alpha);
-            for (int r = 0; r < NR; ++r) b.full = b.full && b.vis[r] == low_bits(b.nb); // a row whose logits are all -inf drops out
-        }
-        for (int i = 0; i < n_blocks; ++i) {
-            const Block &b = blocks[i];
-            if (b.full && b.nb == kBlockKeys) block_values_full<Vec, NR, VT, false>(a, pf, acc, b.j0, b.nb, w[i], b.alpha);
-            else if (b.full) block_values_full<Vec, NR, VT, true>(a, pf, acc, b.j0, b.nb, w[i], b.alpha);
-            else block_values<Vec, NR, VT>(a, acc, b.j0, b.any, b.vis, w[i], b.alpha);
-        }
+    }
+    finish_span();
+}
+
+template <class Vec, int NR, fst_type KT> void attend_rows_v(const KeyRange *ranges, int n_ranges, int64_t r0) {
+    switch (ranges[0].a->v_type) {
+    case FST_TYPE_F32: return attend_rows<Vec, NR, KT, FST_TYPE_F32>(ranges, n_ranges, r0);
+    case FST_TYPE_F16: return attend_rows<Vec, NR, KT, FST_TYPE_F16>(ranges, n_ranges, r0);
+    case FST_TYPE_BF16: return attend_rows<Vec, NR, KT, FST_TYPE_BF16>(ranges, n_ranges, r0);
+    case FST_TYPE_Q8_0: return attend_rows<Vec, NR, KT, FST_TYPE_Q8_0>(ranges, n_ranges, r0);
+    default: return attend_rows<Vec, NR, KT, FST_TYPE_Q4_0>(ranges, n_ranges, r0);
     }
 }
 
-template <class Vec, int NR, fst_type KT> void attend_rows_v(const ChunkArgs &a, int64_t r0, int64_t j_begin, int64_t j_end) {
-    switch (a.v_type) {
-    case FST_TYPE_F32: return attend_rows<Vec, NR, KT, FST_TYPE_F32>(a, r0, j_begin, j_end);
-    case FST_TYPE_F16: return attend_rows<Vec, NR, KT, FST_TYPE_F16>(a, r0, j_begin, j_end);
-    case FST_TYPE_BF16: return attend_rows<Vec, NR, KT, FST_TYPE_BF16>(a, r0, j_begin, j_end);
-    case FST_TYPE_Q8_0: return attend_rows<Vec, NR, KT, FST_TYPE_Q8_0>(a, r0, j_begin, j_end);
-    default: return attend_rows<Vec, NR, KT, FST_TYPE_Q4_0>(a, r0, j_begin, j_end);
-    }
-}
-
-template <class Vec, int NR> void attend_rows_kv(const ChunkArgs &a, int64_t r0, int64_t j_begin, int64_t j_end) {
-    switch (a.k_type) {
-    case FST_TYPE_F32: return attend_rows_v<Vec, NR, FST_TYPE_F32>(a, r0, j_begin, j_end);
-    case FST_TYPE_F16: return attend_rows_v<Vec, NR, FST_TYPE_F16>(a, r0, j_begin, j_end);
-    case FST_TYPE_BF16: return attend_rows_v<Vec, NR, FST_TYPE_BF16>(a, r0, j_begin, j_end);
-    case FST_TYPE_Q8_0: return attend_rows_v<Vec, NR, FST_TYPE_Q8_0>(a, r0, j_begin, j_end);
-    default: return attend_rows_v<Vec, NR, FST_TYPE_Q4_0>(a, r0, j_begin, j_end);
+// The ranges' chunks share their rows (n_rows, q) and their K and V types.
+template <class Vec> void attend_rows_kv(const KeyRange *ranges, int n_ranges, int64_t r0) {
+    const ChunkArgs &a = *ranges[0].a;
+    auto with_rows = [&]<int NR>() {
+        switch (a.k_type) {
+        case FST_TYPE_F32: return attend_rows_v<Vec, NR, FST_TYPE_F32>(ranges, n_ranges, r0);
+        case FST_TYPE_F16: return attend_rows_v<Vec, NR, FST_TYPE_F16>(ranges, n_ranges, r0);
+        case FST_TYPE_BF16: return attend_rows_v<Vec, NR, FST_TYPE_BF16>(ranges, n_ranges, r0);
+        case FST_TYPE_Q8_0: return attend_rows_v<Vec, NR, FST_TYPE_Q8_0>(ranges, n_ranges, r0);
+        default: return attend_rows_v<Vec, NR, FST_TYPE_Q4_0>(ranges, n_ranges, r0);
+        }
+    };
+    switch (min64(kRowsPerGroup, a.n_rows - r0)) {
+    case 1: return with_rows.template operator()<1>();
+    case 2: return with_rows.template operator()<2>();
+    case 3: return with_rows.template operator()<3>();
+    default: return with_rows.template operator()<4>();
     }
 }
 
@@ -514,25 +540,41 @@ constexpr int64_t kMaxDecodeRows = 24;
 // time (128 KiB of F16 K/V at D = 128, which stays in any L2) rather than one whole chunk after the other.
 constexpr int64_t kGroupStepKeys = 256;
 
-template <class Vec> void attend_chunk(const ChunkArgs &a) {
-    if (a.n_rows > kMaxDecodeRows) return attend_lanes_kv<Vec>(a);
+template <class Vec> void start_chunk(const ChunkArgs &a) {
     for (int64_t i = 0; i < a.n_rows; ++i) {
         a.m[i] = -std::numeric_limits<float>::infinity();
         a.s[i] = 0.0f;
         for (int64_t c = 0; c < a.DV; ++c) a.acc[i * a.DV + c] = 0.0f;
     }
+}
+
+template <class Vec> void attend_chunk(const ChunkArgs &a) {
+    if (a.n_rows > kMaxDecodeRows) return attend_lanes_kv<Vec>(a);
+    start_chunk<Vec>(a);
     const int64_t step = a.n_rows > kRowsPerGroup ? kGroupStepKeys : a.n_keys;
     for (int64_t j = 0; j < a.n_keys; j += step) {
-        const int64_t j_end = min64(j + step, a.n_keys);
-        for (int64_t r0 = 0; r0 < a.n_rows; r0 += kRowsPerGroup) {
-            switch (min64(kRowsPerGroup, a.n_rows - r0)) {
-            case 1: attend_rows_kv<Vec, 1>(a, r0, j, j_end); break;
-            case 2: attend_rows_kv<Vec, 2>(a, r0, j, j_end); break;
-            case 3: attend_rows_kv<Vec, 3>(a, r0, j, j_end); break;
-            default: attend_rows_kv<Vec, 4>(a, r0, j, j_end); break;
-            }
-        }
+        const KeyRange range{&a, j, min64(j + step, a.n_keys)};
+        for (int64_t r0 = 0; r0 < a.n_rows; r0 += kRowsPerGroup) attend_rows_kv<Vec>(&range, 1, r0);
     }
+}
+
+// Short chunks of one row group (the short segments of a multi-segment call) go through the kernel together, so
+// that their K and V rows are read in long runs as one long chunk's are; each keeps its own state, so the results
+// are those of attend_chunk on each (docs/PERFORMANCE.md). Other rows, or mixed types, take them one at a time.
+template <class Vec> void attend_chunks(const ChunkArgs *chunks, int n) {
+    bool together = n > 1 && n <= kMaxBatchChunks && chunks[0].n_rows <= kRowsPerGroup;
+    for (int i = 1; i < n && together; ++i)
+        together = chunks[i].k_type == chunks[0].k_type && chunks[i].v_type == chunks[0].v_type;
+    if (!together) {
+        for (int i = 0; i < n; ++i) attend_chunk<Vec>(chunks[i]);
+        return;
+    }
+    KeyRange ranges[kMaxBatchChunks];
+    for (int i = 0; i < n; ++i) {
+        start_chunk<Vec>(chunks[i]);
+        ranges[i] = KeyRange{&chunks[i], 0, chunks[i].n_keys};
+    }
+    attend_rows_kv<Vec>(ranges, n, 0);
 }
 
 template <class Vec> size_t scratch_floats(int64_t D, int64_t DV, int64_t) { return lanes_scratch_floats<Vec>(D, DV); }
