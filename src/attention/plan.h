@@ -40,7 +40,7 @@ struct Plan {
     static constexpr int64_t kTargetItems = 32;    // enough independent work items for the threads of one machine
     static constexpr int64_t kMinPieceChunks = 1;  // a piece covers at least one chunk (1024 keys)
     static constexpr size_t kMaxGroupedFloats = size_t(4) << 20; // stored partials of grouped short segments: 16 MiB
-    static constexpr int64_t kMaxBatchRows = 4; // tiles of up to 4 rows run short segments several at a time (run.cpp)
+    static constexpr int64_t kMaxBatchRows = 4; // tiles of up to 4 rows run short segments several at a time (tile.cpp)
 
     int64_t heads_per_kv = 1, seqs_per_kv = 1, rows_per_group = 0, n_q = 0, n_seq_kv = 1;
     std::vector<Tile> tiles;
@@ -50,7 +50,7 @@ struct Plan {
     std::vector<PieceRun> runs; // the work items of each tile when split
     bool split = false;        // runs are separate work items with stored partials (else a tile is one work item)
     int tree_levels = 0;       // slots of a merge tree over chunks or over pieces
-    size_t tile_floats = 0;    // per-worker scratch to run one tile's pieces (see run.cpp's TileScratch)
+    size_t tile_floats = 0;    // per-worker scratch to run one tile's pieces (see tile.h's TileScratch)
     size_t slot_floats = 0;    // one partial state: M, S, O[DV]
     const kernels::KernelTable *kernels = nullptr;
 

@@ -1,0 +1,237 @@
+#include "attention/tile.h"
+
+#include "state/merge.h"
+#include "tensor/types.h"
+
+#include <algorithm>
+#include <cstring>
+
+namespace fst {
+
+namespace {
+
+int32_t load_i32(const unsigned char *p) {
+    int32_t v;
+    std::memcpy(&v, p, 4);
+    return v;
+}
+
+// Visible key range [lo, hi) of a row within chunk keys [j0, j0 + n), from the virtual mask when positions are
+// start + index (with a kv_pos tensor the bias carries the virtual mask instead).
+void visible_range(const AttnProblem &P, const Segment &S, int64_t q_pos, int64_t j0, int64_t n, int32_t &lo, int32_t &hi) {
+    int64_t l = 0, h = n;
+    const fst_attn_params &p = P.params;
+    if (p.virtual_mask != FST_MASK_NONE && !S.has_kv_pos) {
+        h = std::clamp<int64_t>(q_pos - S.kv_pos0 - j0 + 1, 0, n); // pos_k <= pos_q
+        if (p.virtual_mask == FST_MASK_SLIDING_WINDOW)
+            l = std::clamp<int64_t>(q_pos - p.window - S.kv_pos0 - j0 + 1, 0, n); // pos_q - pos_k < window
+    }
+    lo = int32_t(l);
+    hi = int32_t(std::max(l, h));
+}
+
+// bias[j] for keys [j0, j0 + n) of one row: -inf where a kv_pos-defined virtual mask hides the key, plus slope * mask.
+void fill_bias(const AttnProblem &P, const Segment &S, const kernels::KernelTable &kernels, const RowInfo &ri,
+               int64_t j0, int64_t n, float *bias) {
+    const fst_attn_params &p = P.params;
+    const unsigned char *mask_row = S.has_mask ? at(S.mask, ri.c.r, ri.c.h % S.mask.ne[2], ri.c.s % S.mask.ne[3]) : nullptr;
+    const unsigned char *kv_pos_col =
+        S.has_kv_pos ? static_cast<const unsigned char *>(S.kv_pos.data) + size_t(ri.c.s % S.kv_pos.ne[1]) * S.kv_pos.nb[1]
+                     : nullptr;
+    if (mask_row && !kv_pos_col && S.mask.type == FST_TYPE_F16 && S.mask.nb[0] == 2) {
+        // The common case (ggml's F16 mask, contiguous rows): a vector conversion, then the ALiBi slope.
+        kernels.f16_row_to_f32(mask_row + size_t(j0) * 2, bias, n);
+        if (ri.slope != 1.0f)
+            for (int64_t j = 0; j < n; ++j) bias[j] = bias[j] == kNegInf ? kNegInf : ri.slope * bias[j];
+        return;
+    }
+    for (int64_t j = 0; j < n; ++j) {
+        if (kv_pos_col && p.virtual_mask != FST_MASK_NONE) {
+            const int64_t kpos = load_i32(kv_pos_col + size_t(j0 + j) * S.kv_pos.nb[0]);
+            if (kpos > ri.q_pos || (p.virtual_mask == FST_MASK_SLIDING_WINDOW && ri.q_pos - kpos >= p.window)) {
+                bias[j] = kNegInf;
+                continue;
+            }
+        }
+        float x = 0.0f;
+        if (mask_row) {
+            const unsigned char *e = mask_row + size_t(j0 + j) * S.mask.nb[0];
+            float mv;
+            if (S.mask.type == FST_TYPE_F16) mv = f16_to_f32(load_u16(e));
+            else std::memcpy(&mv, e, 4);
+            x = mv == kNegInf ? kNegInf : ri.slope * mv;
+        }
+        bias[j] = x;
+    }
+}
+
+// y = a * x. The restrict-qualified pointers let the compiler vectorize it (a scalar loop here was a fifth of a
+// short call's time).
+void scale_row(const float *__restrict x, float a, float *__restrict y, int64_t n) {
+    for (int64_t d = 0; d < n; ++d) y[d] = x[d] * a;
+}
+
+// The kernel arguments every chunk of segment S shares for the rows of a tile; the caller sets the chunk's keys,
+// visible ranges, bias and outputs.
+kernels::ChunkArgs segment_args(const AttnProblem &P, const Segment &S, int64_t n_rows, const TileScratch &w) {
+    kernels::ChunkArgs a;
+    a.D = P.D;
+    a.DV = P.DV;
+    a.scale = P.params.scale;
+    a.softcap = P.params.softcap;
+    a.k_type = S.k.type;
+    a.v_type = S.v.type;
+    a.k_stride = S.k.nb[1];
+    a.v_stride = S.v.nb[1];
+    a.n_rows = n_rows;
+    a.q = w.q;
+    a.bias_stride = kernels::kChunkKeys;
+    a.scratch = w.kernel;
+    return a;
+}
+
+// One row's partial state (M, S, O) from a chunk's unnormalized m, s, acc; the empty state when the row saw nothing.
+void write_partial(bool any_visible, float m, float s, const float *acc, int64_t DV, float *in) {
+    if (!any_visible || s == 0.0f) {
+        in[0] = kNegInf;
+        in[1] = 0.0f;
+        std::fill(in + 2, in + 2 + DV, 0.0f);
+    } else {
+        in[0] = m;
+        in[1] = s;
+        scale_row(acc, 1.0f / s, in + 2, DV);
+    }
+}
+
+} // namespace
+
+void tile_rows(const AttnProblem &P, const Plan &plan, const Tile &tile, RowInfo *rows, float *q) {
+    for (int64_t i = 0; i < tile.n_rows; ++i) {
+        RowInfo &ri = rows[i];
+        ri.c = plan.row(tile, i);
+        ri.q_pos = P.has_q_pos ? load_i32(static_cast<const unsigned char *>(P.q_pos.data) + size_t(ri.c.r) * P.q_pos.nb[0] +
+                                          size_t(ri.c.s % P.q_pos.ne[1]) * P.q_pos.nb[1])
+                               : P.params.q_pos0 + ri.c.r;
+        ri.slope = alibi_slope(P.params.max_bias, P.n_head, ri.c.h);
+        row_to_f32(P.q.type, at(P.q, ri.c.r, ri.c.h, ri.c.s), q + i * P.D, P.D);
+    }
+}
+
+// Piece `piece` of segment `seg` for the rows of a tile: kernels over its chunks, merged in a pairwise tree.
+// Writes each row's partial state (M, S, O) to result + i * slot_floats.
+void compute_piece(const AttnProblem &P, const Plan &plan, const Tile &tile, const RowInfo *rows, TileScratch &w,
+                   size_t seg, int64_t piece, float *result) {
+    const Segment &S = P.segments[seg];
+    const SegmentPlan &sp = plan.segments[seg];
+    const int64_t n = tile.n_rows, C = kernels::kChunkKeys;
+    const int64_t DV = P.DV;
+    MergeTree trees[Plan::kTileRows];
+    for (int64_t i = 0; i < n; ++i) trees[i] = w.tree(w.chunk_trees, plan, i);
+
+    kernels::ChunkArgs a = segment_args(P, S, n, w);
+    a.lo = w.lo;
+    a.hi = w.hi;
+    a.m = w.m;
+    a.s = w.s;
+    a.acc = w.acc;
+    const int64_t c_begin = piece * sp.piece_chunks, c_end = std::min(sp.n_chunks, (piece + 1) * sp.piece_chunks);
+    // One chunk: its partial is the piece's result (what a tree of one leaf gives, bit for bit), written in place.
+    const bool one_chunk = c_end - c_begin == 1;
+    for (int64_t c = c_begin; c < c_end; ++c) {
+        const int64_t j0 = c * C, nk = std::min(C, S.n_kv - j0);
+        bool any_visible = false;
+        for (int64_t i = 0; i < n; ++i) {
+            visible_range(P, S, rows[i].q_pos, j0, nk, w.lo[i], w.hi[i]);
+            any_visible = any_visible || w.lo[i] < w.hi[i];
+        }
+        if (any_visible) { // a chunk no row can see is skipped without being computed
+            a.bias = nullptr;
+            if (sp.needs_bias) {
+                for (int64_t i = 0; i < n; ++i) fill_bias(P, S, *plan.kernels, rows[i], j0, nk, w.bias + i * C);
+                a.bias = w.bias;
+            }
+            a.k = at(S.k, j0, tile.hk, tile.sk);
+            a.v = at(S.v, j0, tile.hk, tile.sk);
+            a.n_keys = nk;
+            plan.kernels->attend_chunk(a);
+            a.same_q = true;
+        }
+        for (int64_t i = 0; i < n; ++i) {
+            float *in = one_chunk ? result + size_t(i) * plan.slot_floats : trees[i].incoming();
+            write_partial(any_visible, w.m[i], w.s[i], w.acc + i * DV, DV, in);
+            if (!one_chunk) trees[i].push();
+        }
+    }
+    if (one_chunk) return;
+    for (int64_t i = 0; i < n; ++i) {
+        float *r = result + size_t(i) * plan.slot_floats;
+        for (int64_t d = 0; d < DV; ++d) r[2 + d] = 0.0f;
+        trees[i].result(r[0], r[1], r + 2);
+    }
+}
+
+// Whether segment seg is one chunk (one piece): such short segments of a multi-segment call can share a kernel pass.
+bool one_chunk_segment(const Plan &plan, size_t seg) { return plan.segments[seg].n_chunks == 1; }
+
+// How many one-chunk segments of [seg, seg_end) go into one compute_short_segments call: tiles of up to
+// kMaxBatchRows rows (more rows are several row groups, which the kernel takes a chunk at a time anyway), at most
+// kMaxBatchChunks segments, and keys that fit one chunk's bias columns; 1 means the segment goes alone.
+int batch_length(const AttnProblem &P, const Plan &plan, const Tile &tile, size_t seg, size_t seg_end) {
+    if (tile.n_rows > Plan::kMaxBatchRows) return 1;
+    const int max_n = kernels::kMaxBatchChunks;
+    int n = 0;
+    int64_t keys = 0;
+    while (seg + size_t(n) < seg_end && n < max_n && one_chunk_segment(plan, seg + size_t(n)) &&
+           keys + P.segments[seg + size_t(n)].n_kv <= kernels::kChunkKeys) {
+        keys += P.segments[seg + size_t(n)].n_kv;
+        ++n;
+    }
+    return std::max(n, 1);
+}
+
+// Consecutive one-chunk segments [seg, seg + n) for the rows of a tile (n from batch_length) in one attend_chunks
+// call, each segment's result rows written to results[b] as compute_piece writes them: the same arithmetic per
+// segment, but their K and V rows read in longer runs.
+void compute_short_segments(const AttnProblem &P, const Plan &plan, const Tile &tile, const RowInfo *rows, TileScratch &w,
+                            size_t seg, int n, float *const *results) {
+    const int64_t rows_n = tile.n_rows, C = kernels::kChunkKeys, DV = P.DV;
+    kernels::ChunkArgs args[kernels::kMaxBatchChunks];
+    bool visible[kernels::kMaxBatchChunks];
+    int n_args = 0;
+    int64_t bias_offset = 0;
+    for (int b = 0; b < n; ++b) {
+        const Segment &S = P.segments[seg + size_t(b)];
+        kernels::ChunkArgs &a = args[n_args];
+        a = segment_args(P, S, rows_n, w);
+        a.lo = w.batch_lo + b * rows_n;
+        a.hi = w.batch_hi + b * rows_n;
+        a.m = w.batch_m + b * rows_n;
+        a.s = w.batch_s + b * rows_n;
+        a.acc = w.batch_acc + b * rows_n * DV;
+        a.n_keys = S.n_kv;
+        bool any = false;
+        for (int64_t i = 0; i < rows_n; ++i) {
+            visible_range(P, S, rows[i].q_pos, 0, S.n_kv, w.batch_lo[b * rows_n + i], w.batch_hi[b * rows_n + i]);
+            any = any || w.batch_lo[b * rows_n + i] < w.batch_hi[b * rows_n + i];
+        }
+        visible[b] = any;
+        if (!any) continue; // a segment no row can see is skipped without being computed
+        a.bias = nullptr;
+        if (plan.segments[seg + size_t(b)].needs_bias) { // each segment's bias columns side by side in w.bias
+            for (int64_t i = 0; i < rows_n; ++i) fill_bias(P, S, *plan.kernels, rows[i], 0, S.n_kv, w.bias + i * C + bias_offset);
+            a.bias = w.bias + bias_offset;
+            bias_offset += S.n_kv;
+        }
+        a.k = at(S.k, 0, tile.hk, tile.sk);
+        a.v = at(S.v, 0, tile.hk, tile.sk);
+        ++n_args;
+    }
+    if (n_args > 0) plan.kernels->attend_chunks(args, n_args);
+    for (int b = 0; b < n; ++b)
+        for (int64_t i = 0; i < rows_n; ++i) {
+            const int64_t k = b * rows_n + i;
+            write_partial(visible[b], w.batch_m[k], w.batch_s[k], w.batch_acc + k * DV, DV, results[b] + size_t(i) * plan.slot_floats);
+        }
+}
+
+} // namespace fst
