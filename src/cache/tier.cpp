@@ -16,7 +16,7 @@ size_t align64(size_t n) { return (n + 63) / 64 * 64; }
 
 Tier::Tier(fst_type type, int64_t D, int64_t DV, int64_t n_head_kv, int64_t capacity, int64_t log_base,
            MappedFile *file)
-    : type_(type), D_(D), DV_(DV), n_head_kv_(n_head_kv), row_k_(row_bytes(type, D)), row_v_(row_bytes(type, DV)),
+    : type_(type), n_head_kv_(n_head_kv), row_k_(row_bytes(type, D)), row_v_(row_bytes(type, DV)),
       capacity_(capacity), log_base_(log_base), file_(file) {
     if (capacity_ > 0) add_extent(capacity_);
 }

@@ -64,7 +64,7 @@ private:
     void add_extent(int64_t tokens);
 
     fst_type type_;
-    int64_t D_, DV_, n_head_kv_;
+    int64_t n_head_kv_;
     size_t row_k_, row_v_;
     int64_t capacity_, log_base_;
     MappedFile *file_;

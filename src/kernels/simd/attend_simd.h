@@ -7,7 +7,8 @@
 // group, so each KV row is read once for all of its query heads. Per block: logits for all (row, key) pairs,
 // one online-softmax rescale per row, then the weighted V sum. A block every row sees whole (decode, the inside of
 // a causal range, also a short block: a small segment's or the cache's last keys) takes straight-line code; the
-// others test visibility per key.
+// others test visibility per key. Blocks are taken in spans of up to 16 (logits, softmax, V sums), over one chunk or,
+// through attend_chunks, over several short chunks of the same rows (a multi-segment call's short segments).
 // Software prefetch goes row by row (see prefetch_row): bursts of prefetches at the top of each block stalled the
 // core on fill buffers (perf: ~20 % of decode time on the prefetch instructions).
 #pragma once
