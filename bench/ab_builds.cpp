@@ -1,0 +1,244 @@
+// flashstate_ab_builds: the same attention call through two or more builds of libflashstate.so, interleaved in one
+// process, for A/B measurements on a machine whose speed drifts between minutes (docs/PERFORMANCE.md, session 10).
+//
+// Each build is loaded with dlopen(RTLD_LOCAL), so it keeps its own symbols, thread pool and scratch. Every round
+// times one call through each build, in an order rotated per round, on a copy of the cache that no other recent
+// call touched (copies together at least --buffer-mib), after a 2 ms pause so that the other builds' pools have
+// stopped spinning. The result is the median of the per-round time ratios to the first build, and how many rounds
+// each build won: both builds see the same phase of the machine, which separate processes minutes apart do not.
+//
+// usage: flashstate_ab_builds [options] first.so second.so [more.so ...]
+#include <flashstate/flashstate.h>
+
+#include <dlfcn.h>
+#include <sys/mman.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <random>
+#include <string>
+#include <thread>
+#include <vector>
+
+namespace {
+
+// The entry points the benchmark calls, from one build.
+struct Build {
+    std::string path;
+    decltype(&fst_tensor_contiguous) tensor = nullptr;
+    decltype(&fst_attn_default_params) default_params = nullptr;
+    decltype(&fst_state_init) state_init = nullptr;
+    decltype(&fst_attn_with_state) attn = nullptr;
+    decltype(&fst_attn_segments) attn_segments = nullptr;
+    decltype(&fst_last_error) last_error = nullptr;
+    std::vector<double> ms;
+    std::vector<float> out;
+};
+
+template <class F> void load_symbol(void *lib, const char *name, F &f, const std::string &path) {
+    f = reinterpret_cast<F>(dlsym(lib, name));
+    if (f == nullptr) {
+        std::fprintf(stderr, "%s: no symbol %s\n", path.c_str(), name);
+        std::exit(2);
+    }
+}
+
+Build load(const std::string &path) {
+    void *lib = dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL);
+    if (lib == nullptr) {
+        std::fprintf(stderr, "%s\n", dlerror());
+        std::exit(2);
+    }
+    Build b;
+    b.path = path;
+    load_symbol(lib, "fst_tensor_contiguous", b.tensor, path);
+    load_symbol(lib, "fst_attn_default_params", b.default_params, path);
+    load_symbol(lib, "fst_state_init", b.state_init, path);
+    load_symbol(lib, "fst_attn_with_state", b.attn, path);
+    load_symbol(lib, "fst_attn_segments", b.attn_segments, path);
+    load_symbol(lib, "fst_last_error", b.last_error, path);
+    return b;
+}
+
+struct Options {
+    fst_type type = FST_TYPE_F16;
+    int64_t n_kv = 32768, n_q = 1, segments = 1, buffer_mib = 2048;
+    bool multiseg = false, mask = false;
+    int threads = 0, rounds = 21;
+    std::vector<std::string> builds;
+};
+
+[[noreturn]] void usage(int code) {
+    std::printf(
+        "usage: flashstate_ab_builds [options] first.so second.so [more.so ...]\n\n"
+        "Times one attention call (32 query heads, 8 KV heads, D = DV = 128) through each build per round, the\n"
+        "builds in an order rotated per round, and prints per build: the median time, the median and quartiles of\n"
+        "its per-round time ratio to the first build, the rounds it was faster than the first, and the largest\n"
+        "difference of its output from the first build's (relative to the output's largest magnitude).\n\n"
+        "  --type T        K/V type: f16, q8_0 or q4_0 [f16]\n"
+        "  --n-kv N        keys [32768]\n"
+        "  --n-q N         query positions per head [1]\n"
+        "  --segments S    the keys in S equal segments, one fst_attn_with_state call each [1]\n"
+        "  --multiseg      the S segments in one fst_attn_segments call instead\n"
+        "  --mask          an F16 causal mask tensor (query positions at the end of the keys)\n"
+        "  --threads N     fst_attn_params.n_threads (0: the library's default) [0]\n"
+        "  --rounds R      rounds [21]\n"
+        "  --buffer-mib M  cache copies together at least M MiB, so no call finds its K/V in the cache [2048]\n");
+    std::exit(code);
+}
+
+Options parse(int argc, char **argv) {
+    Options o;
+    for (int i = 1; i < argc; ++i) {
+        const std::string a = argv[i];
+        auto value = [&]() -> const char * {
+            if (i + 1 >= argc) usage(2);
+            return argv[++i];
+        };
+        if (a == "-h" || a == "--help") usage(0);
+        else if (a == "--type") {
+            const std::string t = value();
+            o.type = t == "f16" ? FST_TYPE_F16 : t == "q8_0" ? FST_TYPE_Q8_0 : t == "q4_0" ? FST_TYPE_Q4_0 : (usage(2), FST_TYPE_F16);
+        } else if (a == "--n-kv") o.n_kv = std::atoll(value());
+        else if (a == "--n-q") o.n_q = std::atoll(value());
+        else if (a == "--segments") o.segments = std::atoll(value());
+        else if (a == "--multiseg") o.multiseg = true;
+        else if (a == "--mask") o.mask = true;
+        else if (a == "--threads") o.threads = std::atoi(value());
+        else if (a == "--rounds") o.rounds = std::atoi(value());
+        else if (a == "--buffer-mib") o.buffer_mib = std::atoll(value());
+        else if (!a.empty() && a[0] == '-') usage(2);
+        else o.builds.push_back(a);
+    }
+    if (o.builds.size() < 2 || o.n_kv < 1 || o.n_q < 1 || o.segments < 1 || o.n_kv % o.segments != 0 || o.rounds < 1) usage(2);
+    return o;
+}
+
+double median(std::vector<double> v) {
+    std::sort(v.begin(), v.end());
+    return v[v.size() / 2];
+}
+
+} // namespace
+
+int main(int argc, char **argv) {
+    const Options o = parse(argc, argv);
+    constexpr int64_t D = 128, H = 32, HKV = 8;
+    std::vector<Build> builds;
+    for (const std::string &path : o.builds) builds.push_back(load(path));
+
+    // K and V: random rows; quantized blocks get a small scale, so that logits stay moderate.
+    const int64_t block = o.type == FST_TYPE_F16 ? 0 : o.type == FST_TYPE_Q8_0 ? 34 : 18;
+    const size_t row_bytes = block == 0 ? size_t(2 * D) : size_t(D / 32 * block);
+    const size_t copy_bytes = row_bytes * size_t(o.n_kv * HKV);
+    const int copies = int(std::clamp<int64_t>(int64_t((size_t(o.buffer_mib) << 20) / (2 * copy_bytes)) + 1, 2, 256));
+    const size_t total = copy_bytes * size_t(copies);
+    auto *k = static_cast<unsigned char *>(std::aligned_alloc(size_t(1) << 21, (total + (size_t(1) << 21) - 1) & ~((size_t(1) << 21) - 1)));
+    auto *v = static_cast<unsigned char *>(std::aligned_alloc(size_t(1) << 21, (total + (size_t(1) << 21) - 1) & ~((size_t(1) << 21) - 1)));
+    if (k == nullptr || v == nullptr) {
+        std::fprintf(stderr, "cannot allocate 2 x %zu bytes\n", total);
+        return 2;
+    }
+    madvise(k, total, MADV_HUGEPAGE);
+    madvise(v, total, MADV_HUGEPAGE);
+    // One copy filled, the others the same bytes (so that every build's output can be compared with the first's).
+    uint64_t x = 1; // a 64-bit LCG
+    for (size_t i = 0; i + 1 < copy_bytes; i += 2) {
+        x = x * 6364136223846793005u + 1442695040888963407u;
+        const uint16_t a = uint16_t(0x3000 + ((x >> 33) & 0xFFF)), b = uint16_t(0x3000 + ((x >> 45) & 0xFFF)); // F16 in [0.125, 1)
+        std::memcpy(k + i, &a, 2);
+        std::memcpy(v + i, &b, 2);
+    }
+    if (block != 0)
+        for (size_t i = 0; i < copy_bytes; i += size_t(block)) {
+            const uint16_t scale = 0x2000; // F16 2^-7
+            std::memcpy(k + i, &scale, 2);
+            std::memcpy(v + i, &scale, 2);
+        }
+    for (int c = 1; c < copies; ++c) {
+        std::memcpy(k + size_t(c) * copy_bytes, k, copy_bytes);
+        std::memcpy(v + size_t(c) * copy_bytes, v, copy_bytes);
+    }
+    std::mt19937 rng(1);
+    std::normal_distribution<float> normal;
+    std::vector<float> q(size_t(D * H * o.n_q));
+    for (float &x : q) x = normal(rng);
+    std::vector<uint16_t> mask(size_t(o.n_kv * o.n_q));
+    for (int64_t r = 0; r < o.n_q; ++r)
+        for (int64_t j = 0; j < o.n_kv; ++j) mask[size_t(r * o.n_kv + j)] = j <= o.n_kv - o.n_q + r ? 0 : 0xFC00;
+
+    const int64_t len = o.n_kv / o.segments;
+    std::vector<float> state(size_t(2 * H * o.n_q));
+    int next_copy = 0;
+    auto run = [&](Build &b) {
+        const unsigned char *kc = k + size_t(next_copy) * copy_bytes, *vc = v + size_t(next_copy) * copy_bytes;
+        next_copy = (next_copy + 1) % copies;
+        b.out.assign(size_t(D * H * o.n_q), 0.0f);
+        fst_tensor tq = b.tensor(FST_TYPE_F32, D, o.n_q, H, 1, q.data());
+        fst_tensor ts = b.tensor(FST_TYPE_F32, 2, H, o.n_q, 1, state.data());
+        fst_tensor to = b.tensor(FST_TYPE_F32, D, H, o.n_q, 1, b.out.data());
+        fst_attn_params p = b.default_params();
+        p.scale = 1.0f / std::sqrt(float(D));
+        p.n_threads = o.threads;
+        std::vector<fst_tensor> tk(size_t(o.segments)), tv(size_t(o.segments)), tm(size_t(o.segments));
+        std::vector<fst_segment> segs(size_t(o.segments));
+        for (int64_t s = 0; s < o.segments; ++s) { // segment s: keys [s * len, (s + 1) * len) of every head
+            tk[size_t(s)] = b.tensor(o.type, D, o.n_kv, HKV, 1, const_cast<unsigned char *>(kc));
+            tv[size_t(s)] = b.tensor(o.type, D, o.n_kv, HKV, 1, const_cast<unsigned char *>(vc));
+            tm[size_t(s)] = b.tensor(FST_TYPE_F16, o.n_kv, o.n_q, 1, 1, mask.data());
+            for (fst_tensor *t : {&tk[size_t(s)], &tv[size_t(s)]}) {
+                t->ne[1] = len;
+                t->data = static_cast<unsigned char *>(t->data) + size_t(s * len) * row_bytes;
+            }
+            tm[size_t(s)].ne[0] = len;
+            tm[size_t(s)].data = mask.data() + s * len;
+            segs[size_t(s)] = fst_segment{&tk[size_t(s)], &tv[size_t(s)], o.mask ? &tm[size_t(s)] : nullptr, s * len, nullptr};
+        }
+        std::this_thread::sleep_for(std::chrono::milliseconds(2));
+        const auto t0 = std::chrono::steady_clock::now();
+        fst_status st = b.state_init(&ts, &to);
+        if (o.multiseg) st = st != FST_OK ? st : b.attn_segments(&p, &tq, segs.data(), o.segments, nullptr, &ts, &to);
+        else
+            for (int64_t s = 0; s < o.segments && st == FST_OK; ++s)
+                st = b.attn(&p, &tq, &tk[size_t(s)], &tv[size_t(s)], segs[size_t(s)].mask, nullptr, &ts, &to);
+        const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+        if (st != FST_OK) {
+            std::fprintf(stderr, "%s: %s\n", b.path.c_str(), b.last_error());
+            std::exit(1);
+        }
+        b.ms.push_back(ms);
+    };
+
+    const size_t n = builds.size();
+    for (int r = 0; r < o.rounds; ++r)
+        for (size_t i = 0; i < n; ++i) run(builds[(size_t(r) + i) % n]);
+
+    std::printf("%s K/V, n_kv %lld, n_q %lld, %lld segment(s)%s%s, threads %d, %d rounds, %d copies of %.1f MiB\n",
+                o.type == FST_TYPE_F16 ? "f16" : o.type == FST_TYPE_Q8_0 ? "q8_0" : "q4_0", (long long)o.n_kv, (long long)o.n_q, (long long)o.segments,
+                o.multiseg ? " in one fst_attn_segments call" : "", o.mask ? ", causal mask tensor" : "", o.threads,
+                o.rounds, copies, double(copy_bytes) / 1048576.0);
+    float scale = 0.0f;
+    for (float x : builds[0].out) scale = std::max(scale, std::fabs(x));
+    for (const Build &b : builds) {
+        std::vector<double> ratio;
+        int faster = 0;
+        for (int r = 0; r < o.rounds; ++r) {
+            ratio.push_back(b.ms[size_t(r)] / builds[0].ms[size_t(r)]);
+            faster += b.ms[size_t(r)] < builds[0].ms[size_t(r)];
+        }
+        std::sort(ratio.begin(), ratio.end());
+        float diff = 0.0f;
+        for (size_t i = 0; i < b.out.size(); ++i) diff = std::max(diff, std::fabs(b.out[i] - builds[0].out[i]));
+        std::printf("%-40s median %8.3f ms   ratio to first: median %.3f (quartiles %.3f %.3f), faster in %d/%d; "
+                    "output differs by %.1e\n",
+                    b.path.c_str(), median(b.ms), ratio[ratio.size() / 2], ratio[ratio.size() / 4], ratio[3 * ratio.size() / 4],
+                    faster, o.rounds, scale > 0.0f ? diff / scale : diff);
+    }
+    std::free(k);
+    std::free(v);
+    return 0;
+}
