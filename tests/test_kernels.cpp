@@ -86,6 +86,46 @@ TEST(KernelF16Row, EveryValueWidensExactly) {
     }
 }
 
+// The O update of ⊕ (combine_rows) and a partial's normalization (scale_row) must round exactly as the scalar
+// formulas do (two products and a sum, never an FMA): merges inside a call and fst_state_merge then agree bit for
+// bit. Lengths from 1 to 40 cover the vector bodies and tails; the values include zeros of both signs, subnormals,
+// infinities and NaN.
+uint32_t float_bits(float f) {
+    uint32_t u;
+    std::memcpy(&u, &f, 4);
+    return u;
+}
+bool same_float(float a, float b) { return (std::isnan(a) && std::isnan(b)) || float_bits(a) == float_bits(b); }
+
+TEST(KernelRowOps, CombineAndScaleRoundAsWritten) {
+    const float specials[] = {0.0f, -0.0f, 1e-40f, -3e-39f, INFINITY, -INFINITY, NAN, 3.4e38f, 1.0f, -2.5f};
+    uint32_t state = 12345;
+    auto next = [&] {
+        state = state * 1664525u + 1013904223u;
+        const uint32_t r = state >> 8;
+        return r % 16 == 0 ? specials[r % 10] : (float(r % 200001) - 100000.0f) / 777.0f;
+    };
+    for (const Level &l : levels_of_this_cpu())
+        for (int64_t n = 1; n <= 40; ++n)
+            for (int trial = 0; trial < 4; ++trial) {
+                std::vector<float> y(static_cast<size_t>(n)), x(static_cast<size_t>(n)), out(static_cast<size_t>(n));
+                for (int64_t i = 0; i < n; ++i) y[size_t(i)] = next(), x[size_t(i)] = next();
+                const float a = trial == 3 ? 0.0f : next() / 64.0f, b = next() / 64.0f;
+                std::vector<float> combined = y;
+                l.table->combine_rows(combined.data(), a, x.data(), b, n);
+                l.table->scale_row(x.data(), a, out.data(), n);
+                for (int64_t i = 0; i < n; ++i) {
+                    volatile float ay = a * y[size_t(i)], bx = b * x[size_t(i)]; // rounded one at a time
+                    const float want = ay + bx;
+                    ASSERT_TRUE(same_float(combined[size_t(i)], want))
+                        << fst_isa_name(l.isa) << " combine_rows n " << n << " i " << i << ": " << combined[size_t(i)] << " vs " << want;
+                    const float want_scaled = a * x[size_t(i)];
+                    ASSERT_TRUE(same_float(out[size_t(i)], want_scaled))
+                        << fst_isa_name(l.isa) << " scale_row n " << n << " i " << i;
+                }
+            }
+}
+
 TEST(KernelDispatch, ForcingALowerLevelIsHonoured) {
     EXPECT_EQ(fst::kernels::select_kernels(FST_ISA_PORTABLE).isa, FST_ISA_PORTABLE);
     const fst_isa best = fst_isa_best();

@@ -25,7 +25,7 @@ void merge_into_state(const AttnProblem &P, const Plan &plan, const RowInfo *row
         const RowCoord &rc = rows[i].c;
         const float *r = results + size_t(i) * plan.slot_floats;
         float *ms = state_row(P.state, rc.h, rc.r, rc.s);
-        merge_state(ms[0], ms[1], out_row(P.out, rc.h, rc.r, rc.s), r[0], r[1], r + 2, P.DV);
+        merge_state(ms[0], ms[1], out_row(P.out, rc.h, rc.r, rc.s), r[0], r[1], r + 2, P.DV, plan.kernels->combine_rows);
     }
 }
 

@@ -65,12 +65,6 @@ void fill_bias(const AttnProblem &P, const Segment &S, const kernels::KernelTabl
     }
 }
 
-// y = a * x. The restrict-qualified pointers let the compiler vectorize it (a scalar loop here was a fifth of a
-// short call's time).
-void scale_row(const float *__restrict x, float a, float *__restrict y, int64_t n) {
-    for (int64_t d = 0; d < n; ++d) y[d] = x[d] * a;
-}
-
 // The kernel arguments every chunk of segment S shares for the rows of a tile; the caller sets the chunk's keys,
 // visible ranges, bias and outputs.
 kernels::ChunkArgs segment_args(const AttnProblem &P, const Segment &S, int64_t n_rows, const TileScratch &w) {
@@ -91,7 +85,7 @@ kernels::ChunkArgs segment_args(const AttnProblem &P, const Segment &S, int64_t 
 }
 
 // One row's partial state (M, S, O) from a chunk's unnormalized m, s, acc; the empty state when the row saw nothing.
-void write_partial(bool any_visible, float m, float s, const float *acc, int64_t DV, float *in) {
+void write_partial(const kernels::KernelTable &kernels, bool any_visible, float m, float s, const float *acc, int64_t DV, float *in) {
     if (!any_visible || s == 0.0f) {
         in[0] = kNegInf;
         in[1] = 0.0f;
@@ -99,7 +93,7 @@ void write_partial(bool any_visible, float m, float s, const float *acc, int64_t
     } else {
         in[0] = m;
         in[1] = s;
-        scale_row(acc, 1.0f / s, in + 2, DV);
+        kernels.scale_row(acc, 1.0f / s, in + 2, DV);
     }
 }
 
@@ -158,7 +152,7 @@ void compute_piece(const AttnProblem &P, const Plan &plan, const Tile &tile, con
         }
         for (int64_t i = 0; i < n; ++i) {
             float *in = one_chunk ? result + size_t(i) * plan.slot_floats : trees[i].incoming();
-            write_partial(any_visible, w.m[i], w.s[i], w.acc + i * DV, DV, in);
+            write_partial(*plan.kernels, any_visible, w.m[i], w.s[i], w.acc + i * DV, DV, in);
             if (!one_chunk) trees[i].push();
         }
     }
@@ -230,7 +224,7 @@ void compute_short_segments(const AttnProblem &P, const Plan &plan, const Tile &
     for (int b = 0; b < n; ++b)
         for (int64_t i = 0; i < rows_n; ++i) {
             const int64_t k = b * rows_n + i;
-            write_partial(visible[b], w.batch_m[k], w.batch_s[k], w.batch_acc + k * DV, DV, results[b] + size_t(i) * plan.slot_floats);
+            write_partial(*plan.kernels, visible[b], w.batch_m[k], w.batch_s[k], w.batch_acc + k * DV, DV, results[b] + size_t(i) * plan.slot_floats);
         }
 }
 

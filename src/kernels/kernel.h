@@ -53,6 +53,10 @@ struct KernelTable {
     bool (*supports)(int64_t D, int64_t DV); // shapes this table's kernels handle; others run the portable kernel
     void (*exp_array)(const float *x, float *y, int64_t n); // the kernels' e^x, exposed so tests can measure it
     void (*f16_row_to_f32)(const void *x, float *y, int64_t n); // exact widening (F16 masks, per tile and chunk)
+    // y = a * y + b * x rounded as written (two products, one sum, no FMA): the O update of ⊕ (state/merge.h),
+    // vectorized for the calls that merge many short segments' results.
+    void (*combine_rows)(float *y, float a, const float *x, float b, int64_t n);
+    void (*scale_row)(const float *x, float a, float *y, int64_t n); // y = a * x (a partial's O = acc / s)
 };
 
 // How far ahead the decode kernels prefetch K/V rows (in keys: rows of F32/F16/BF16, rows of Q8_0/Q4_0) and into

@@ -8,10 +8,14 @@
 
 namespace fst {
 
+// O_a = wa * O_a + wb * O_b, rounded as written; a kernel table's combine_rows computes the same bits vectorized.
+using CombineRows = void (*)(float *y, float a, const float *x, float b, int64_t n);
+
 // (M_a, S_a, O_a) ⊕= (M_b, S_b, O_b), O normalized, length dv. S == 0 means empty whatever M holds, so an empty
 // operand is never fed to exp(): no (-inf) - (-inf), hence no NaN. An empty b leaves a untouched (bit for bit).
-// O_b == nullptr stands for the zero vector (sinks).
-inline void merge_state(float &M_a, float &S_a, float *O_a, float M_b, float S_b, const float *O_b, int64_t dv) {
+// O_b == nullptr stands for the zero vector (sinks). `combine`, if given, does the O update (same bits).
+inline void merge_state(float &M_a, float &S_a, float *O_a, float M_b, float S_b, const float *O_b, int64_t dv,
+                        CombineRows combine = nullptr) {
     if (S_b == 0.0f) return;
     if (S_a == 0.0f) {
         M_a = M_b;
@@ -24,7 +28,9 @@ inline void merge_state(float &M_a, float &S_a, float *O_a, float M_b, float S_b
     const float b = S_b * std::exp(M_b - M);
     const float S = a + b;
     const float wa = a / S, wb = b / S;
-    for (int64_t c = 0; c < dv; ++c) O_a[c] = wa * O_a[c] + (O_b ? wb * O_b[c] : 0.0f);
+    if (combine && O_b) combine(O_a, wa, O_b, wb, dv);
+    else
+        for (int64_t c = 0; c < dv; ++c) O_a[c] = wa * O_a[c] + (O_b ? wb * O_b[c] : 0.0f);
     M_a = M;
     S_a = S;
 }

@@ -107,11 +107,19 @@ void f16_row_to_f32(const void *x, float *y, int64_t n) {
     }
 }
 
+void combine_rows(float *y, float a, const float *x, float b, int64_t n) {
+    for (int64_t i = 0; i < n; ++i) y[i] = a * y[i] + b * x[i]; // a baseline x86-64 file: no FMA to contract into
+}
+
+void scale_row(const float *x, float a, float *y, int64_t n) {
+    for (int64_t i = 0; i < n; ++i) y[i] = a * x[i];
+}
+
 } // namespace
 
 const KernelTable &portable_kernels() {
     static const KernelTable table{FST_ISA_PORTABLE, "portable", attend_chunk, attend_chunks, scratch_floats, supports, exp_array,
-                                   f16_row_to_f32};
+                                   f16_row_to_f32, combine_rows, scale_row};
     return table;
 }
 

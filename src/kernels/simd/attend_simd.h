@@ -368,14 +368,15 @@ void block_values_full(const ChunkArgs &a, const RowPrefetch &pf, float *acc, in
     for (; c0 < n_chunks; ++c0) values_group_full<Vec, NR, VT, 1, Short, false>(a, pf, acc, j0, nb, p, alpha, c0);
 }
 
-// Online softmax of one block, one rescale per row: vector max, exp and sum over the block's keys. Turns the logits
-// w into weights in place and sets alpha (the factor for the row's earlier sum); a row whose visible logits are all
-// -inf drops out of vis.
+// Online softmax of one block of nb keys, one rescale per row: vector max, exp and sum over the vectors that hold its
+// keys (a short segment's block: only those). Turns the logits w into weights in place and sets alpha (the factor for
+// the row's earlier sum); a row whose visible logits are all -inf drops out of vis.
 template <class Vec, int NR>
-void block_softmax(const ChunkArgs &a, int64_t r0, int64_t j0, KeyBits *vis, float w[][kBlockKeys], float *alpha) {
+void block_softmax(const ChunkArgs &a, int64_t r0, int64_t j0, int nb, KeyBits *vis, float w[][kBlockKeys], float *alpha) {
     using V = typename Vec::V;
     constexpr float neg_inf = -std::numeric_limits<float>::infinity();
     constexpr int NV = kBlockKeys / Vec::W;
+    const int nv = (nb + Vec::W - 1) / Vec::W; // lanes past nb are hidden (vis), so the vectors past nv add nothing
     constexpr uint32_t lane_bits = (uint32_t(1) << Vec::W) - 1;
     float *m = a.m + r0, *s = a.s + r0;
     const V neg_inf_v = Vec::set1(neg_inf), zero_v = Vec::zero(), scale_v = Vec::set1(a.scale);
@@ -383,11 +384,11 @@ void block_softmax(const ChunkArgs &a, int64_t r0, int64_t j0, KeyBits *vis, flo
         alpha[r] = 1.0f;
         if (vis[r] == 0) continue;
         if (a.softcap > 0.0f) // rare: tanh stays scalar
-            for (int j = 0; j < kBlockKeys; ++j) w[r][j] = a.softcap * std::tanh(a.scale * w[r][j] / a.softcap);
+            for (int j = 0; j < nb; ++j) w[r][j] = a.softcap * std::tanh(a.scale * w[r][j] / a.softcap);
         const float *bias = a.bias ? a.bias + (r0 + r) * a.bias_stride + j0 : nullptr;
         V xs[NV];
         V mx = neg_inf_v;
-        for (int k = 0; k < NV; ++k) {
+        for (int k = 0; k < nv; ++k) {
             V xv = Vec::load(&w[r][k * Vec::W]);
             if (a.softcap <= 0.0f) xv = Vec::mul(scale_v, xv);
             if (bias) xv = Vec::add(xv, Vec::load(bias + k * Vec::W)); // lanes past n_keys are masked below
@@ -404,7 +405,7 @@ void block_softmax(const ChunkArgs &a, int64_t r0, int64_t j0, KeyBits *vis, flo
         m[r] = m_new;
         const V neg_m = Vec::set1(-m_new);
         V sum = zero_v;
-        for (int k = 0; k < NV; ++k) {
+        for (int k = 0; k < nv; ++k) {
             const V pv = Vec::blend(uint32_t(vis[r] >> (k * Vec::W)) & lane_bits, zero_v, Vec::exp(Vec::add(xs[k], neg_m)));
             Vec::store(&w[r][k * Vec::W], pv);
             sum = Vec::add(sum, pv);
@@ -445,7 +446,7 @@ void attend_rows(const KeyRange *ranges, int n_ranges, int64_t r0) {
     auto finish_span = [&] {
         for (int i = 0; i < n_blocks; ++i) {
             Block &b = blocks[i];
-            block_softmax<Vec, NR>(*b.a, r0, b.j0, b.vis, w[i], b.alpha);
+            block_softmax<Vec, NR>(*b.a, r0, b.j0, b.nb, b.vis, w[i], b.alpha);
             for (int r = 0; r < NR; ++r) b.full = b.full && b.vis[r] == low_bits(b.nb); // a row whose logits are all -inf drops out
         }
         for (int i = 0; i < n_blocks; ++i) {
@@ -594,6 +595,26 @@ template <class Vec> void f16_row_to_f32(const void *x, float *y, int64_t n) {
         Vec::store(f, Vec::load_f16(t, 0));
         for (int64_t j = i; j < n; ++j) y[j] = f[j - i];
     }
+}
+
+// Explicit multiplies and an add, never an FMA: the same bits as merge_state's scalar loop (state/merge.h).
+template <class Vec> void combine_rows(float *y, float a, const float *x, float b, int64_t n) {
+    const typename Vec::V av = Vec::set1(a), bv = Vec::set1(b);
+    int64_t i = 0;
+    for (; i + Vec::W <= n; i += Vec::W) Vec::store(y + i, Vec::add(Vec::mul(av, Vec::load(y + i)), Vec::mul(bv, Vec::load(x + i))));
+    if (i < n) { // the tail through padded vectors (a scalar a * y + b * x here could be contracted into an FMA)
+        alignas(64) float ty[Vec::W] = {}, tx[Vec::W] = {};
+        for (int64_t j = i; j < n; ++j) ty[j - i] = y[j], tx[j - i] = x[j];
+        Vec::store(ty, Vec::add(Vec::mul(av, Vec::load(ty)), Vec::mul(bv, Vec::load(tx))));
+        for (int64_t j = i; j < n; ++j) y[j] = ty[j - i];
+    }
+}
+
+template <class Vec> void scale_row(const float *x, float a, float *y, int64_t n) {
+    const typename Vec::V av = Vec::set1(a);
+    int64_t i = 0;
+    for (; i + Vec::W <= n; i += Vec::W) Vec::store(y + i, Vec::mul(av, Vec::load(x + i)));
+    for (; i < n; ++i) y[i] = a * x[i];
 }
 
 template <class Vec> void exp_array(const float *x, float *y, int64_t n) {
