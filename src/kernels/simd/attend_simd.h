@@ -380,33 +380,40 @@ void block_softmax(const ChunkArgs &a, int64_t r0, int64_t j0, int nb, KeyBits *
     constexpr uint32_t lane_bits = (uint32_t(1) << Vec::W) - 1;
     float *m = a.m + r0, *s = a.s + r0;
     const V neg_inf_v = Vec::set1(neg_inf), zero_v = Vec::zero(), scale_v = Vec::set1(a.scale);
+    // The rows' steps interleaved (all maxima, then all weights): each row's chain of max, exp and sum is long, and
+    // the rows are independent. Per row the arithmetic is the same as one row at a time.
+    V xs[NR][NV];
+    float block_max[NR];
     for (int r = 0; r < NR; ++r) {
         alpha[r] = 1.0f;
+        block_max[r] = neg_inf;
         if (vis[r] == 0) continue;
         if (a.softcap > 0.0f) // rare: tanh stays scalar
             for (int j = 0; j < nb; ++j) w[r][j] = a.softcap * std::tanh(a.scale * w[r][j] / a.softcap);
         const float *bias = a.bias ? a.bias + (r0 + r) * a.bias_stride + j0 : nullptr;
-        V xs[NV];
         V mx = neg_inf_v;
         for (int k = 0; k < nv; ++k) {
             V xv = Vec::load(&w[r][k * Vec::W]);
             if (a.softcap <= 0.0f) xv = Vec::mul(scale_v, xv);
             if (bias) xv = Vec::add(xv, Vec::load(bias + k * Vec::W)); // lanes past n_keys are masked below
-            xs[k] = Vec::blend(uint32_t(vis[r] >> (k * Vec::W)) & lane_bits, neg_inf_v, xv);
-            mx = Vec::max(mx, xs[k]);
+            xs[r][k] = Vec::blend(uint32_t(vis[r] >> (k * Vec::W)) & lane_bits, neg_inf_v, xv);
+            mx = Vec::max(mx, xs[r][k]);
         }
-        const float block_max = Vec::reduce_max(mx);
-        if (block_max == neg_inf) { // visible keys whose logit is -inf: nothing to add
-            vis[r] = 0;
-            continue;
-        }
-        const float m_new = maxf(m[r], block_max);
+        block_max[r] = Vec::reduce_max(mx);
+        if (block_max[r] == neg_inf) vis[r] = 0; // visible keys whose logit is -inf: nothing to add
+    }
+    for (int r = 0; r < NR; ++r) {
+        if (vis[r] == 0) continue;
+        const float m_new = maxf(m[r], block_max[r]);
         alpha[r] = s[r] != 0.0f ? std::exp(m[r] - m_new) : 0.0f;
         m[r] = m_new;
-        const V neg_m = Vec::set1(-m_new);
+    }
+    for (int r = 0; r < NR; ++r) {
+        if (vis[r] == 0) continue;
+        const V neg_m = Vec::set1(-m[r]);
         V sum = zero_v;
         for (int k = 0; k < nv; ++k) {
-            const V pv = Vec::blend(uint32_t(vis[r] >> (k * Vec::W)) & lane_bits, zero_v, Vec::exp(Vec::add(xs[k], neg_m)));
+            const V pv = Vec::blend(uint32_t(vis[r] >> (k * Vec::W)) & lane_bits, zero_v, Vec::exp(Vec::add(xs[r][k], neg_m)));
             Vec::store(&w[r][k * Vec::W], pv);
             sum = Vec::add(sum, pv);
         }
