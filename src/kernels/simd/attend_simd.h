@@ -345,17 +345,9 @@ void block_values_full(const ChunkArgs &a, const RowPrefetch &pf, float *acc, in
                        const float p[][kBlockKeys], const float *alpha) {
     constexpr int G = wide_type(VT) ? Vec::kPvChunksWide : Vec::kPvChunks;
     const int64_t n_chunks = a.DV / Vec::W;
-    // Wide V rows of 2G vectors (F16 at DV = 128 on AVX-512) are read whole, for two query rows at a time. Reading
-    // them in G-vector parts for all four rows (the first part of the block's 64 rows, then the second) defeated the
-    // hardware prefetcher: 25 % slower streaming from DRAM on a Zen 5 (docs/PERFORMANCE.md). Quantized rows are short
-    // and would be dequantized twice: they keep the parts.
-    if constexpr (NR == kRowsPerGroup && wide_type(VT))
-        if (n_chunks == 2 * G) {
-            values_group_full<Vec, 2, VT, 2 * G, Short, true>(a, pf, acc, j0, nb, p, alpha, 0);
-            values_group_full<Vec, 2, VT, 2 * G, Short, false>(a, pf, acc + 2 * a.DV, j0, nb, p + 2, alpha + 2, 0);
-            return;
-        }
-    // The first pass over the block's V rows prefetches them for the passes after it.
+    // Each pass takes every row of the group over G vectors of DV, so each V element is converted once. (F16 rows at
+    // DV = 128 were once read whole for two rows at a time, converted twice: no faster from DRAM since 1024-key spans,
+    // and 4 % slower in the caches; docs/PERFORMANCE.md, session 12.) The first pass prefetches the rows ahead.
     int64_t c0 = 0;
     if (n_chunks >= G) {
         values_group_full<Vec, NR, VT, G, Short, true>(a, pf, acc, j0, nb, p, alpha, 0);
