@@ -37,6 +37,10 @@ struct Vec {
         return _mm_cvtss_f32(m);
     }
     // Lane i takes b where bit i of `bits` is set, else a.
+    // Bit i set where p[i] is -inf (a mask value that hides the key).
+    static uint32_t neg_inf_lanes(const float *p) {
+        return uint32_t(_mm256_movemask_ps(_mm256_cmp_ps(_mm256_loadu_ps(p), _mm256_set1_ps(-__builtin_inff()), _CMP_EQ_OQ)));
+    }
     static V blend(uint32_t bits, V a, V b) {
         const __m256i lane = _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128);
         const __m256i set = _mm256_cmpeq_epi32(_mm256_and_si256(_mm256_set1_epi32(int(bits)), lane), lane);

@@ -33,6 +33,10 @@ struct Vec {
     static V blend(uint32_t bits, V a, V b) { return _mm512_mask_blend_ps(__mmask16(bits), a, b); }
     // Lanes with their bit set: a * b + c; other lanes: c, untouched (so 0 * NaN never reaches them).
     static V fma_select(uint32_t bits, V a, V b, V c) { return _mm512_mask3_fmadd_ps(a, b, c, __mmask16(bits)); }
+    // Bit i set where p[i] is -inf (a mask value that hides the key).
+    static uint32_t neg_inf_lanes(const float *p) {
+        return _mm512_cmp_ps_mask(_mm512_loadu_ps(p), _mm512_set1_ps(-__builtin_inff()), _CMP_EQ_OQ);
+    }
 
     // Element c*W .. c*W+15 of a row, converted exactly to F32.
     static V load_f32(const unsigned char *row, int64_t c) { return _mm512_loadu_ps(reinterpret_cast<const float *>(row) + c * W); }
