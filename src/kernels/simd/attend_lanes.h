@@ -66,13 +66,22 @@ template <class Vec, fst_type KT, fst_type VT> void attend_lanes(const ChunkArgs
             for (int j = 0; j < nb; ++j) key_rows[j] = real_rows;
             any = real_rows;
         }
-        for (int j = 0; j < nb && !all_see_all; ++j) {
-            uint32_t bits = 0;
+        if (block_bias) {
+            // Row by row, the keys in range whose mask value is not -inf (a vector of keys at a time: key by key
+            // this was ~5 % of a prefill with ggml's causal mask, mostly on blocks the mask hides from every row),
+            // then turned into rows per key.
+            for (int j = 0; j < nb; ++j) key_rows[j] = 0;
             for (int64_t r = 0; r < n; ++r) {
-                const bool seen = j0 + j >= a.lo[r] && j0 + j < a.hi[r] &&
-                                  (!block_bias || a.bias[r * a.bias_stride + j0 + j] != neg_inf);
-                bits |= uint32_t(seen) << r;
+                const int64_t lo = max64(a.lo[r] - j0, 0), hi = min64(a.hi[r] - j0, nb);
+                KeyBits seen = hi > lo ? low_bits(hi) & ~low_bits(lo) : 0;
+                seen &= ~neg_inf_keys<Vec>(a.bias + r * a.bias_stride + j0, seen, hi);
+                for (; seen; seen &= seen - 1) key_rows[__builtin_ctzll(seen)] |= uint32_t(1) << r;
             }
+            for (int j = 0; j < nb; ++j) any |= key_rows[j];
+        }
+        for (int j = 0; j < nb && !all_see_all && !block_bias; ++j) {
+            uint32_t bits = 0;
+            for (int64_t r = 0; r < n; ++r) bits |= uint32_t(j0 + j >= a.lo[r] && j0 + j < a.hi[r]) << r;
             key_rows[j] = bits;
             any |= bits;
         }
