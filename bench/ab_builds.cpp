@@ -68,6 +68,7 @@ struct Options {
     fst_type type = FST_TYPE_F16;
     int64_t n_kv = 32768, n_q = 1, segments = 1, buffer_mib = 2048;
     bool multiseg = false, mask = false;
+    float softcap = 0.0f;
     int threads = 0, rounds = 21;
     std::vector<std::string> builds;
 };
@@ -85,6 +86,7 @@ struct Options {
         "  --segments S    the keys in S equal segments, one fst_attn_with_state call each [1]\n"
         "  --multiseg      the S segments in one fst_attn_segments call instead\n"
         "  --mask          an F16 causal mask tensor (query positions at the end of the keys)\n"
+        "  --softcap C     fst_attn_params.softcap (logit softcapping, as Gemma 2's 50) [0: off]\n"
         "  --threads N     fst_attn_params.n_threads (0: the library's default) [0]\n"
         "  --rounds R      rounds [21]\n"
         "  --buffer-mib M  cache copies together at least M MiB, so no call finds its K/V in the cache [2048]\n");
@@ -108,6 +110,7 @@ Options parse(int argc, char **argv) {
         else if (a == "--segments") o.segments = std::atoll(value());
         else if (a == "--multiseg") o.multiseg = true;
         else if (a == "--mask") o.mask = true;
+        else if (a == "--softcap") o.softcap = float(std::atof(value()));
         else if (a == "--threads") o.threads = std::atoi(value());
         else if (a == "--rounds") o.rounds = std::atoi(value());
         else if (a == "--buffer-mib") o.buffer_mib = std::atoll(value());
@@ -184,6 +187,7 @@ int main(int argc, char **argv) {
         fst_attn_params p = b.default_params();
         p.scale = 1.0f / std::sqrt(float(D));
         p.n_threads = o.threads;
+        p.softcap = o.softcap;
         std::vector<fst_tensor> tk(size_t(o.segments)), tv(size_t(o.segments)), tm(size_t(o.segments));
         std::vector<fst_segment> segs(size_t(o.segments));
         for (int64_t s = 0; s < o.segments; ++s) { // segment s: keys [s * len, (s + 1) * len) of every head
@@ -217,9 +221,10 @@ int main(int argc, char **argv) {
     for (int r = 0; r < o.rounds; ++r)
         for (size_t i = 0; i < n; ++i) run(builds[(size_t(r) + i) % n]);
 
-    std::printf("%s K/V, n_kv %lld, n_q %lld, %lld segment(s)%s%s, threads %d, %d rounds, %d copies of %.1f MiB\n",
+    std::printf("%s K/V, n_kv %lld, n_q %lld, %lld segment(s)%s%s%s, threads %d, %d rounds, %d copies of %.1f MiB\n",
                 o.type == FST_TYPE_F16 ? "f16" : o.type == FST_TYPE_Q8_0 ? "q8_0" : "q4_0", (long long)o.n_kv, (long long)o.n_q, (long long)o.segments,
-                o.multiseg ? " in one fst_attn_segments call" : "", o.mask ? ", causal mask tensor" : "", o.threads,
+                o.multiseg ? " in one fst_attn_segments call" : "", o.mask ? ", causal mask tensor" : "",
+                o.softcap > 0.0f ? ", softcap" : "", o.threads,
                 o.rounds, copies, double(copy_bytes) / 1048576.0);
     float scale = 0.0f;
     for (float x : builds[0].out) scale = std::max(scale, std::fabs(x));

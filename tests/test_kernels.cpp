@@ -1,5 +1,5 @@
-// The kernels' building blocks that the attention tests cannot isolate: the vectorized e^x of every ISA this CPU
-// has, against double-precision exp. Its maximum error is the figure the kernel headers document.
+// The kernels' building blocks that the attention tests cannot isolate: the vectorized e^x and tanh (logit softcap)
+// of every ISA this CPU has, against double precision. Their maximum errors are the figures the kernel headers document.
 #include "kernels/kernel.h"
 #include "reference/reference.h"
 
@@ -30,24 +30,32 @@ std::vector<Level> levels_of_this_cpu() {
 
 // Documented bound: 1 ulp of float (2^-23 relative) over the range the kernels use, e^x for x in [-87, 10]
 // (measured on an AVX-512 Xeon: 0.60 ulp for the AVX2 and AVX-512 versions, 0.50 for libm).
-constexpr double kMaxRelError = 1.0 / 8388608.0;
+constexpr double kMaxUlp = 1.0;
 
-TEST(KernelExp, RelativeErrorOverTheUsedRangeIsWithinOneUlp) {
-    std::vector<float> x, y;
-    for (double v = -87.0; v <= 10.0; v += 1.0 / 4096.0) x.push_back(float(v));
-    y.resize(x.size());
+// Every level's array function `fn` (a member of the kernel table) against the double-precision `ref` over x: the
+// largest relative error (absolute where the exact value is 0), printed, and checked against max_ulp ulp of float.
+template <class Ref>
+void check_relative_error(const char *what, void (*const fst::kernels::KernelTable::*fn)(const float *, float *, int64_t),
+                          const std::vector<float> &x, Ref ref, double max_ulp) {
+    std::vector<float> y(x.size());
     for (const Level &l : levels_of_this_cpu()) {
-        l.table->exp_array(x.data(), y.data(), int64_t(x.size()));
+        (l.table->*fn)(x.data(), y.data(), int64_t(x.size()));
         double worst = 0.0, at = 0.0;
         for (size_t i = 0; i < x.size(); ++i) {
-            const double want = std::exp(double(x[i]));
-            const double err = std::fabs(double(y[i]) - want) / want;
+            const double want = ref(double(x[i]));
+            const double err = want == 0.0 ? std::fabs(double(y[i])) : std::fabs(double(y[i]) - want) / std::fabs(want);
             if (err > worst) worst = err, at = x[i];
         }
-        std::printf("exp %-8s max relative error %.3g (%.2f ulp) at x = %.6f\n", fst_isa_name(l.isa), worst,
+        std::printf("%s %-8s max relative error %.3g (%.2f ulp) at x = %.6g\n", what, fst_isa_name(l.isa), worst,
                     worst * 8388608.0, at);
-        EXPECT_LE(worst, kMaxRelError) << fst_isa_name(l.isa);
+        EXPECT_LE(worst * 8388608.0, max_ulp) << what << " " << fst_isa_name(l.isa);
     }
+}
+
+TEST(KernelExp, RelativeErrorOverTheUsedRangeIsWithinOneUlp) {
+    std::vector<float> x;
+    for (double v = -87.0; v <= 10.0; v += 1.0 / 4096.0) x.push_back(float(v));
+    check_relative_error("exp", &fst::kernels::KernelTable::exp_array, x, [](double v) { return std::exp(v); }, kMaxUlp);
 }
 
 TEST(KernelExp, EdgesAreExact) {
@@ -60,6 +68,36 @@ TEST(KernelExp, EdgesAreExact) {
         EXPECT_LT(y[2], 1e-37f) << fst_isa_name(l.isa);
         EXPECT_EQ(y[3], 1.0f) << fst_isa_name(l.isa) << ": e^0";
         EXPECT_TRUE(std::isnan(y[4])) << fst_isa_name(l.isa) << ": NaN in, NaN out";
+    }
+}
+
+// The logit softcap's tanh (kernels/simd/attend_simd.h, tanh_v), against double tanh over the arguments softcapping
+// meets: scale * x / softcap for logits x up to a few times the cap, and small arguments down to 1e-30. Documented
+// bound: 2 ulp relative (measured on the Zen 5 of docs/PERFORMANCE.md: 1.12 ulp for AVX2 and AVX-512, near
+// |x| = 8.4; glibc's tanhf, the portable kernel's, 1.28).
+constexpr double kTanhMaxUlp = 2.0;
+
+TEST(KernelTanh, RelativeErrorIsWithinTwoUlp) {
+    std::vector<float> x;
+    for (double v = -12.0; v <= 12.0; v += 1.0 / 8192.0) x.push_back(float(v));
+    for (double v = 1e-30; v < 1.0; v *= 1.01) x.push_back(float(v)), x.push_back(float(-v));
+    check_relative_error("tanh", &fst::kernels::KernelTable::tanh_array, x, [](double v) { return std::tanh(v); }, kTanhMaxUlp);
+}
+
+TEST(KernelTanh, EdgesAreExact) {
+    const float inf = INFINITY;
+    std::vector<float> x = {-inf, -100.0f, -0.0f, 0.0f, 100.0f, inf, NAN}, y(x.size());
+    for (const Level &l : levels_of_this_cpu()) {
+        l.table->tanh_array(x.data(), y.data(), int64_t(x.size()));
+        EXPECT_EQ(y[0], -1.0f) << fst_isa_name(l.isa) << ": tanh(-inf)";
+        EXPECT_EQ(y[1], -1.0f) << fst_isa_name(l.isa);
+        EXPECT_EQ(y[2], 0.0f) << fst_isa_name(l.isa);
+        EXPECT_TRUE(std::signbit(y[2])) << fst_isa_name(l.isa) << ": tanh(-0) is -0";
+        EXPECT_EQ(y[3], 0.0f) << fst_isa_name(l.isa);
+        EXPECT_FALSE(std::signbit(y[3])) << fst_isa_name(l.isa);
+        EXPECT_EQ(y[4], 1.0f) << fst_isa_name(l.isa);
+        EXPECT_EQ(y[5], 1.0f) << fst_isa_name(l.isa) << ": tanh(inf)";
+        EXPECT_TRUE(std::isnan(y[6])) << fst_isa_name(l.isa) << ": NaN in, NaN out";
     }
 }
 

@@ -52,6 +52,7 @@ struct KernelTable {
     size_t (*scratch_floats)(int64_t D, int64_t DV, int64_t n_rows);
     bool (*supports)(int64_t D, int64_t DV); // shapes this table's kernels handle; others run the portable kernel
     void (*exp_array)(const float *x, float *y, int64_t n); // the kernels' e^x, exposed so tests can measure it
+    void (*tanh_array)(const float *x, float *y, int64_t n); // the kernels' tanh (logit softcap), the same for tests
     void (*f16_row_to_f32)(const void *x, float *y, int64_t n); // exact widening (F16 masks, per tile and chunk)
     // y = a * y + b * x rounded as written (two products, one sum, no FMA): the O update of ⊕ (state/merge.h),
     // vectorized for the calls that merge many short segments' results.

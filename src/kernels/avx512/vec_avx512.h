@@ -25,6 +25,15 @@ struct Vec {
     static void store(float *p, V v) { _mm512_storeu_ps(p, v); }
     static V add(V a, V b) { return _mm512_add_ps(a, b); }
     static V mul(V a, V b) { return _mm512_mul_ps(a, b); }
+    static V sub(V a, V b) { return _mm512_sub_ps(a, b); }
+    static V div(V a, V b) { return _mm512_div_ps(a, b); }
+    static V abs(V a) { return _mm512_abs_ps(a); }
+    // |mag| with the sign of s (mag must be >= 0 or NaN).
+    static V with_sign_of(V mag, V s) {
+        return _mm512_castsi512_ps(_mm512_or_si512(_mm512_castps_si512(mag), _mm512_and_si512(_mm512_castps_si512(s), _mm512_set1_epi32(int(0x80000000u)))));
+    }
+    // Bit i set where a[i] < b[i] (false for NaN).
+    static uint32_t less_lanes(V a, V b) { return _mm512_cmp_ps_mask(a, b, _CMP_LT_OQ); }
     static V fma(V a, V b, V c) { return _mm512_fmadd_ps(a, b, c); }
     static V max(V a, V b) { return _mm512_max_ps(a, b); }
     static float reduce_add(V a) { return _mm512_reduce_add_ps(a); }

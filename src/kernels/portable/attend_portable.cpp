@@ -97,6 +97,9 @@ bool supports(int64_t, int64_t) { return true; }
 void exp_array(const float *x, float *y, int64_t n) {
     for (int64_t i = 0; i < n; ++i) y[i] = std::exp(x[i]);
 }
+void tanh_array(const float *x, float *y, int64_t n) {
+    for (int64_t i = 0; i < n; ++i) y[i] = std::tanh(x[i]);
+}
 
 void f16_row_to_f32(const void *x, float *y, int64_t n) {
     const unsigned char *bytes = static_cast<const unsigned char *>(x);
@@ -118,7 +121,7 @@ void scale_row(const float *x, float a, float *y, int64_t n) {
 } // namespace
 
 const KernelTable &portable_kernels() {
-    static const KernelTable table{FST_ISA_PORTABLE, "portable", attend_chunk, attend_chunks, scratch_floats, supports, exp_array,
+    static const KernelTable table{FST_ISA_PORTABLE, "portable", attend_chunk, attend_chunks, scratch_floats, supports, exp_array, tanh_array,
                                    f16_row_to_f32, combine_rows, scale_row};
     return table;
 }

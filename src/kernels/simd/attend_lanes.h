@@ -59,7 +59,7 @@ template <class Vec, fst_type KT, fst_type VT> void attend_lanes(const ChunkArgs
                 for (int j = 0; j < nb; ++j) bits |= std::bit_cast<uint32_t>(a.bias[r * a.bias_stride + j0 + j]);
                 block_bias = bits != 0;
             }
-        const bool scalar_logits = a.softcap > 0.0f || block_bias;
+        const bool capped = a.softcap > 0.0f;
         bool all_see_all = !block_bias; // the common case (block inside every row's range, no mask values)
         for (int64_t r = 0; r < n && all_see_all; ++r) all_see_all = a.lo[r] <= j0 && a.hi[r] >= j0 + nb;
         if (all_see_all) {
@@ -117,17 +117,24 @@ template <class Vec, fst_type KT, fst_type VT> void attend_lanes(const ChunkArgs
                     }
             }
         }
-        if (scalar_logits) // softcap and mask values: per element, in SPEC order (scale, softcap, + bias)
+        // In SPEC order: scale, softcap (vectors), + mask values (per element: the mask is row-major, pt by key).
+        if (capped) {
+            const V scale_v = Vec::set1(a.scale), cap_v = Vec::set1(a.softcap);
+            for (int j = 0; j < nb; ++j)
+                for (int v = 0; v < RV; ++v) {
+                    float *x = pt + j * kLaneRows + v * W;
+                    Vec::store(x, softcapped<Vec>(Vec::load(x), scale_v, cap_v));
+                }
+        }
+        if (block_bias)
             for (int j = 0; j < nb; ++j)
                 for (int64_t r = 0; r < n; ++r) {
-                    float x = a.scale * pt[j * kLaneRows + r];
-                    if (a.softcap > 0.0f) x = a.softcap * std::tanh(x / a.softcap);
-                    if (block_bias) x += a.bias[r * a.bias_stride + j0 + j];
-                    pt[j * kLaneRows + r] = x;
+                    float &x = pt[j * kLaneRows + r];
+                    x = (capped ? x : a.scale * x) + a.bias[r * a.bias_stride + j0 + j];
                 }
 
         // Vertical online softmax: per lane (row), max over the block's keys, one rescale, weights and their sum.
-        const V scale_v = Vec::set1(scalar_logits ? 1.0f : a.scale), neg_inf_v = Vec::set1(neg_inf);
+        const V scale_v = Vec::set1(capped || block_bias ? 1.0f : a.scale), neg_inf_v = Vec::set1(neg_inf);
         for (int v = 0; v < RV; ++v) {
             V mx = neg_inf_v;
             for (int j = 0; j < nb; ++j) {
