@@ -64,10 +64,19 @@ Build load(const std::string &path) {
     return b;
 }
 
+// -n in F16 (n >= 0; truncated past 2048, where F16 stops holding every integer: the same value for every build).
+uint16_t f16_of_negative_integer(int64_t n) {
+    if (n == 0) return 0x8000;
+    int e = 0;
+    while ((int64_t(1) << (e + 1)) <= n) ++e;
+    const uint32_t mantissa = uint32_t(e >= 10 ? (n >> (e - 10)) : (n << (10 - e))) & 0x3FFu;
+    return uint16_t(0x8000u | (uint32_t(e + 15) << 10) | mantissa);
+}
+
 struct Options {
     fst_type type = FST_TYPE_F16;
     int64_t n_kv = 32768, n_q = 1, segments = 1, buffer_mib = 2048;
-    bool multiseg = false, mask = false;
+    bool multiseg = false, mask = false, alibi = false;
     float softcap = 0.0f;
     int threads = 0, rounds = 21;
     std::vector<std::string> builds;
@@ -87,6 +96,8 @@ struct Options {
         "  --multiseg      the S segments in one fst_attn_segments call instead\n"
         "  --mask          an F16 causal mask tensor (query positions at the end of the keys)\n"
         "  --softcap C     fst_attn_params.softcap (logit softcapping, as Gemma 2's 50) [0: off]\n"
+        "  --alibi         ALiBi as llama.cpp gives it: the causal mask holds -(query position - key position) where\n"
+        "                  visible, and max_bias is 8\n"
         "  --threads N     fst_attn_params.n_threads (0: the library's default) [0]\n"
         "  --rounds R      rounds [21]\n"
         "  --buffer-mib M  cache copies together at least M MiB, so no call finds its K/V in the cache [2048]\n");
@@ -110,6 +121,7 @@ Options parse(int argc, char **argv) {
         else if (a == "--segments") o.segments = std::atoll(value());
         else if (a == "--multiseg") o.multiseg = true;
         else if (a == "--mask") o.mask = true;
+        else if (a == "--alibi") o.mask = o.alibi = true;
         else if (a == "--softcap") o.softcap = float(std::atof(value()));
         else if (a == "--threads") o.threads = std::atoi(value());
         else if (a == "--rounds") o.rounds = std::atoi(value());
@@ -172,7 +184,10 @@ int main(int argc, char **argv) {
     for (float &x : q) x = normal(rng);
     std::vector<uint16_t> mask(size_t(o.n_kv * o.n_q));
     for (int64_t r = 0; r < o.n_q; ++r)
-        for (int64_t j = 0; j < o.n_kv; ++j) mask[size_t(r * o.n_kv + j)] = j <= o.n_kv - o.n_q + r ? 0 : 0xFC00;
+        for (int64_t j = 0; j < o.n_kv; ++j) {
+            const int64_t distance = o.n_kv - o.n_q + r - j;
+            mask[size_t(r * o.n_kv + j)] = distance < 0 ? 0xFC00 : o.alibi ? f16_of_negative_integer(distance) : 0;
+        }
 
     const int64_t len = o.n_kv / o.segments;
     std::vector<float> state(size_t(2 * H * o.n_q));
@@ -188,6 +203,7 @@ int main(int argc, char **argv) {
         p.scale = 1.0f / std::sqrt(float(D));
         p.n_threads = o.threads;
         p.softcap = o.softcap;
+        p.max_bias = o.alibi ? 8.0f : 0.0f;
         std::vector<fst_tensor> tk(size_t(o.segments)), tv(size_t(o.segments)), tm(size_t(o.segments));
         std::vector<fst_segment> segs(size_t(o.segments));
         for (int64_t s = 0; s < o.segments; ++s) { // segment s: keys [s * len, (s + 1) * len) of every head
@@ -223,7 +239,7 @@ int main(int argc, char **argv) {
 
     std::printf("%s K/V, n_kv %lld, n_q %lld, %lld segment(s)%s%s%s, threads %d, %d rounds, %d copies of %.1f MiB\n",
                 o.type == FST_TYPE_F16 ? "f16" : o.type == FST_TYPE_Q8_0 ? "q8_0" : "q4_0", (long long)o.n_kv, (long long)o.n_q, (long long)o.segments,
-                o.multiseg ? " in one fst_attn_segments call" : "", o.mask ? ", causal mask tensor" : "",
+                o.multiseg ? " in one fst_attn_segments call" : "", o.alibi ? ", ALiBi causal mask tensor" : o.mask ? ", causal mask tensor" : "",
                 o.softcap > 0.0f ? ", softcap" : "", o.threads,
                 o.rounds, copies, double(copy_bytes) / 1048576.0);
     float scale = 0.0f;

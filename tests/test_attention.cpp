@@ -82,6 +82,13 @@ TEST(Attention, EveryFeature) {
         s.mask_type = rng() % 2 ? FST_TYPE_F16 : FST_TYPE_F32;
         s.mask_rows = s.n_q;
     };
+    auto with_mask_on_lanes = [&](Spec &s, std::mt19937 &rng) { // 40 query rows, one KV head, 30 % of the mask -inf
+        with_mask(s, rng);
+        s.n_q = s.mask_rows = 40;
+        s.n_head = s.n_head_kv = 1;
+        s.n_kv = 200;
+        s.mask_inf_fraction = 0.3;
+    };
     auto with_virtual = [](Spec &s, fst_virtual_mask kind, std::mt19937 &rng) {
         s.virtual_mask = kind;
         s.window = 1 + int64_t(rng() % uint32_t(std::max<int64_t>(s.n_kv, 1) + 2));
@@ -141,6 +148,18 @@ TEST(Attention, EveryFeature) {
              with_mask(s, rng);
              s.mask_inf_fraction = 0.5;
              s.n_fully_masked_rows = 2;
+         }},
+        // 40 rows of one KV head: the kernels' rows-as-lanes path, whose mask values (non-zero everywhere here, as
+        // llama.cpp's ALiBi mask) are added a 16 x 16 tile at a time, and whose softcap is vectorized.
+        {"mask and ALiBi, rows as lanes", [&](Spec &s, std::mt19937 &rng) {
+             with_mask_on_lanes(s, rng);
+             s.n_head = 2;
+             s.max_bias = 8;
+         }},
+        {"softcap and mask, rows as lanes", [&](Spec &s, std::mt19937 &rng) {
+             with_mask_on_lanes(s, rng);
+             s.softcap = 30;
+             s.logit_max = 50;
          }},
         {"KV broadcast over sequences", [](Spec &s, std::mt19937 &) {
              s.n_seq_kv = 2;

@@ -57,7 +57,7 @@ struct KernelTable {
     // y = a * y + b * x rounded as written (two products, one sum, no FMA): the O update of ⊕ (state/merge.h),
     // vectorized for the calls that merge many short segments' results.
     void (*combine_rows)(float *y, float a, const float *x, float b, int64_t n);
-    void (*scale_row)(const float *x, float a, float *y, int64_t n); // y = a * x (a partial's O = acc / s)
+    void (*scale_row)(const float *x, float a, float *y, int64_t n); // y = a * x (a partial's O = acc / s); y may be x
 };
 
 // How far ahead the decode kernels prefetch K/V rows (in keys: rows of F32/F16/BF16, rows of Q8_0/Q4_0) and into

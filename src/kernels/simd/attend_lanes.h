@@ -126,12 +126,29 @@ template <class Vec, fst_type KT, fst_type VT> void attend_lanes(const ChunkArgs
                     Vec::store(x, softcapped<Vec>(Vec::load(x), scale_v, cap_v));
                 }
         }
-        if (block_bias)
-            for (int j = 0; j < nb; ++j)
+        if (block_bias) {
+            int j = 0;
+            if constexpr (W == 16) { // 16 x 16 tiles of the mask transposed in registers (per element: ~18 % of a
+                                     // prefill with llama.cpp's ALiBi mask, whose values are non-zero everywhere)
+                const V scale_v = Vec::set1(a.scale);
+                for (; j + W <= nb; j += W)
+                    for (int v = 0; v < RV && v * W < n; ++v) {
+                        V t[16];
+                        for (int i = 0; i < W; ++i)
+                            t[i] = v * W + i < n ? Vec::load(a.bias + (v * W + i) * a.bias_stride + j0 + j) : Vec::zero();
+                        Vec::transpose16(t); // t[k]: the mask values of key j + k for rows v * W ..
+                        for (int k = 0; k < W; ++k) {
+                            float *x = pt + (j + k) * kLaneRows + v * W;
+                            Vec::store(x, Vec::add(capped ? Vec::load(x) : Vec::mul(scale_v, Vec::load(x)), t[k]));
+                        }
+                    }
+            }
+            for (; j < nb; ++j)
                 for (int64_t r = 0; r < n; ++r) {
                     float &x = pt[j * kLaneRows + r];
                     x = (capped ? x : a.scale * x) + a.bias[r * a.bias_stride + j0 + j];
                 }
+        }
 
         // Vertical online softmax: per lane (row), max over the block's keys, one rescale, weights and their sum.
         const V scale_v = Vec::set1(capped || block_bias ? 1.0f : a.scale), neg_inf_v = Vec::set1(neg_inf);
