@@ -33,6 +33,24 @@ struct Vec {
     static V abs(V a) { return _mm256_andnot_ps(_mm256_set1_ps(-0.0f), a); }
     // |mag| with the sign of s (mag must be >= 0 or NaN).
     static V with_sign_of(V mag, V s) { return _mm256_or_ps(mag, _mm256_and_ps(s, _mm256_set1_ps(-0.0f))); }
+    // Transposes 8 vectors in place (r[i] lane j <-> r[j] lane i): pairs, quads, then the 128-bit halves.
+    static void transpose(V (&r)[W]) {
+        V t[8], u[8];
+        for (int i = 0; i < 8; i += 2) {
+            t[i] = _mm256_unpacklo_ps(r[i], r[i + 1]);
+            t[i + 1] = _mm256_unpackhi_ps(r[i], r[i + 1]);
+        }
+        for (int q = 0; q < 8; q += 4) { // u[q + k], each half: lane k (and k + 4) of rows q .. q + 3
+            u[q] = _mm256_shuffle_ps(t[q], t[q + 2], 0x44);
+            u[q + 1] = _mm256_shuffle_ps(t[q], t[q + 2], 0xEE);
+            u[q + 2] = _mm256_shuffle_ps(t[q + 1], t[q + 3], 0x44);
+            u[q + 3] = _mm256_shuffle_ps(t[q + 1], t[q + 3], 0xEE);
+        }
+        for (int k = 0; k < 4; ++k) {
+            r[k] = _mm256_permute2f128_ps(u[k], u[k + 4], 0x20);
+            r[k + 4] = _mm256_permute2f128_ps(u[k], u[k + 4], 0x31);
+        }
+    }
     // Bit i set where a[i] < b[i] (false for NaN).
     static uint32_t less_lanes(V a, V b) { return uint32_t(_mm256_movemask_ps(_mm256_cmp_ps(a, b, _CMP_LT_OQ))); }
     static V fma(V a, V b, V c) { return _mm256_fmadd_ps(a, b, c); }

@@ -107,7 +107,7 @@ struct Vec {
     }
 
     // Transposes 16 vectors in place (r[i] lane j <-> r[j] lane i): pairs, quads, then 128-bit blocks twice.
-    static void transpose16(V (&r)[16]) {
+    static void transpose(V (&r)[W]) {
         V t[16];
         for (int i = 0; i < 16; i += 2) {
             t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);

@@ -127,22 +127,21 @@ template <class Vec, fst_type KT, fst_type VT> void attend_lanes(const ChunkArgs
                 }
         }
         if (block_bias) {
+            // W x W tiles of the mask transposed in registers (per element: ~18 % of a prefill with llama.cpp's
+            // ALiBi mask, whose values are non-zero everywhere); a block's last keys past a whole tile one by one.
             int j = 0;
-            if constexpr (W == 16) { // 16 x 16 tiles of the mask transposed in registers (per element: ~18 % of a
-                                     // prefill with llama.cpp's ALiBi mask, whose values are non-zero everywhere)
-                const V scale_v = Vec::set1(a.scale);
-                for (; j + W <= nb; j += W)
-                    for (int v = 0; v < RV && v * W < n; ++v) {
-                        V t[16];
-                        for (int i = 0; i < W; ++i)
-                            t[i] = v * W + i < n ? Vec::load(a.bias + (v * W + i) * a.bias_stride + j0 + j) : Vec::zero();
-                        Vec::transpose16(t); // t[k]: the mask values of key j + k for rows v * W ..
-                        for (int k = 0; k < W; ++k) {
-                            float *x = pt + (j + k) * kLaneRows + v * W;
-                            Vec::store(x, Vec::add(capped ? Vec::load(x) : Vec::mul(scale_v, Vec::load(x)), t[k]));
-                        }
+            const V scale_v = Vec::set1(a.scale);
+            for (; j + W <= nb; j += W)
+                for (int v = 0; v < RV && v * W < n; ++v) {
+                    V t[W];
+                    for (int i = 0; i < W; ++i)
+                        t[i] = v * W + i < n ? Vec::load(a.bias + (v * W + i) * a.bias_stride + j0 + j) : Vec::zero();
+                    Vec::transpose(t); // t[k]: the mask values of key j + k for rows v * W ..
+                    for (int k = 0; k < W; ++k) {
+                        float *x = pt + (j + k) * kLaneRows + v * W;
+                        Vec::store(x, Vec::add(capped ? Vec::load(x) : Vec::mul(scale_v, Vec::load(x)), t[k]));
                     }
-            }
+                }
             for (; j < nb; ++j)
                 for (int64_t r = 0; r < n; ++r) {
                     float &x = pt[j * kLaneRows + r];
@@ -224,14 +223,14 @@ template <class Vec, fst_type KT, fst_type VT> void attend_lanes(const ChunkArgs
         a.s[r] = srow[r];
     }
     int64_t c0 = 0;
-    if constexpr (W == 16) // 16 x 16 blocks through registers (the scalar copy was ~4 % of a prefill)
-        for (; c0 + W <= DV; c0 += W)
-            for (int v = 0; v < RV && v * W < n; ++v) {
-                V t[16];
-                for (int i = 0; i < 16; ++i) t[i] = Vec::load(ot + (c0 + i) * kLaneRows + v * W);
-                Vec::transpose16(t);
-                for (int i = 0; i < 16 && v * W + i < n; ++i) Vec::store(a.acc + (v * W + i) * DV + c0, t[i]);
-            }
+    // W x W blocks through registers (the scalar copy was ~4 % of a prefill)
+    for (; c0 + W <= DV; c0 += W)
+        for (int v = 0; v < RV && v * W < n; ++v) {
+            V t[W];
+            for (int i = 0; i < W; ++i) t[i] = Vec::load(ot + (c0 + i) * kLaneRows + v * W);
+            Vec::transpose(t);
+            for (int i = 0; i < W && v * W + i < n; ++i) Vec::store(a.acc + (v * W + i) * DV + c0, t[i]);
+        }
     for (int64_t r = 0; r < n; ++r)
         for (int64_t c = c0; c < DV; ++c) a.acc[r * DV + c] = ot[c * kLaneRows + r];
 }
