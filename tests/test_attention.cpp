@@ -277,3 +277,54 @@ TEST(Attention, LongKvErrorDoesNotGrow) {
         std::printf("\n");
     }
 }
+
+// A kv_pos tensor holds 32-bit positions while query positions are 64-bit: the bias built from them must compare in
+// full range (queries far past or before every key, windows wider than int32, keys at the top of the int32 range).
+TEST(Attention, KeyPositionTensorAgainstQueryPositionsBeyondInt32) {
+    const int64_t D = 64, n_kv = 150, n_q = 3, H = 2;
+    std::vector<float> q(size_t(D * n_q * H)), k(size_t(D * n_kv * H)), v(size_t(D * n_kv * H));
+    for (size_t i = 0; i < q.size(); ++i) q[i] = float((i * 7919) % 97) / 97.0f - 0.5f;
+    for (size_t i = 0; i < k.size(); ++i) k[i] = float((i * 104729) % 89) / 89.0f - 0.5f;
+    for (size_t i = 0; i < v.size(); ++i) v[i] = float((i * 1299709) % 83) / 83.0f - 0.5f;
+    struct Case {
+        const char *name;
+        fst_virtual_mask mask;
+        int64_t window, q_pos0, kv_first; // key j has position kv_first + j
+        int rows_seeing;                  // query rows that see at least one key
+    };
+    constexpr int64_t i32_max = 2147483647, far = int64_t(1) << 40;
+    const Case cases[] = {
+        {"causal, queries far past", FST_MASK_CAUSAL, 0, far, 1000, 3},
+        {"causal, queries far before", FST_MASK_CAUSAL, 0, -far, 1000, 0},
+        {"window 5, queries far past", FST_MASK_SLIDING_WINDOW, 5, far, 1000, 0},
+        {"window wider than int32", FST_MASK_SLIDING_WINDOW, far * 2, far, 1000, 3},
+        {"causal, keys at the top of int32", FST_MASK_CAUSAL, 0, i32_max - 50, i32_max - 149, 3},
+        {"window 60, queries just past int32", FST_MASK_SLIDING_WINDOW, 60, i32_max + 5, i32_max - 149, 3},
+    };
+    std::vector<int32_t> pos(static_cast<size_t>(n_kv));
+    for (const Case &c : cases) {
+        SCOPED_TRACE(c.name);
+        for (int64_t j = 0; j < n_kv; ++j) pos[size_t(j)] = int32_t(c.kv_first + j);
+        std::vector<float> st(size_t(2 * H * n_q)), out(size_t(D * H * n_q));
+        fst_tensor tq = fst_tensor_contiguous(FST_TYPE_F32, D, n_q, H, 1, q.data());
+        fst_tensor tk = fst_tensor_contiguous(FST_TYPE_F32, D, n_kv, H, 1, k.data());
+        fst_tensor tv = fst_tensor_contiguous(FST_TYPE_F32, D, n_kv, H, 1, v.data());
+        fst_tensor tp = fst_tensor_contiguous(FST_TYPE_I32, n_kv, 1, 1, 1, pos.data());
+        fst_tensor ts = fst_tensor_contiguous(FST_TYPE_F32, 2, H, n_q, 1, st.data());
+        fst_tensor to = fst_tensor_contiguous(FST_TYPE_F32, D, H, n_q, 1, out.data());
+        fst_attn_params p = fst_attn_default_params();
+        p.scale = 0.3f;
+        p.virtual_mask = c.mask;
+        p.window = c.window;
+        p.q_pos0 = c.q_pos0;
+        p.kv_pos = &tp;
+        ASSERT_EQ(fst_state_init(&ts, &to), FST_OK);
+        ASSERT_EQ(fst_attn_with_state(&p, &tq, &tk, &tv, nullptr, nullptr, &ts, &to), FST_OK) << fst_last_error();
+        const ref::Result want = ref::attention(p, tq, tk, tv, nullptr, nullptr);
+        EXPECT_LE(ref::rel_error(want, to), 1e-5);
+        int rows_seeing = 0;
+        for (int64_t r = 0; r < n_q; ++r) rows_seeing += st[size_t(2 * r * H + 1)] > 0.0f; // S of head 0, row r
+        EXPECT_EQ(rows_seeing, c.rows_seeing) << "rows with S > 0";
+        for (size_t i = 0; i < want.S.size(); ++i) EXPECT_EQ(want.S[i] > 0.0, st[2 * i + 1] > 0.0f) << "row/head " << i;
+    }
+}
