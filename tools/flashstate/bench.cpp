@@ -199,6 +199,7 @@ struct Case {
     std::vector<Tier> tiers; // oldest tokens first
     int64_t n_q = 1;
     bool causal = false;     // virtual causal mask, query rows at the last n_q positions
+    float softcap = 0;       // fst_attn_params.softcap (0: off)
     bool one_call = false;   // all segments in one fst_attn_segments call, not one fst_attn_with_state call each
     int threads = 1;
     double ggml_ms = 0;      // ggml's time for this case (issue 4), 0 if none
@@ -257,6 +258,14 @@ std::vector<Case> make_cases(bool quick, const std::vector<int> &thread_counts) 
     few_q.causal = true;
     few_q.threads = main_threads;
     cases.push_back(few_q);
+
+    // The logits capped as Gemma 2 caps them (softcap 50): no target; it shows what the cap's tanh costs a decode.
+    Case capped;
+    capped.name = "decode-f16-" + kilo(quick ? 4096 : 32768) + "-softcap50" + t_main;
+    capped.tiers = {{FST_TYPE_F16, quick ? 4096 : 32768, 1}};
+    capped.softcap = 50;
+    capped.threads = main_threads;
+    cases.push_back(capped);
 
     Case prefill;
     prefill.n_q = quick ? 64 : 512;
@@ -456,7 +465,7 @@ int64_t visible_pairs(const Case &c) {
 
 // max |out - ref| / max(1e-6, max |ref|) over a few (head, row) pairs, ref a double-precision softmax over the
 // stored K/V of the segments (dequantized exactly with fst_dequantize_row).
-double check_error(const Case &c, float scale, const std::vector<float> &q, const std::vector<SegmentView> &segs,
+double check_error(const Case &c, const fst_attn_params &p, const std::vector<float> &q, const std::vector<SegmentView> &segs,
                    const Outputs &o) {
     const std::vector<int64_t> heads = {0, kHeads / 2 - 3, kHeads - 1};
     const std::vector<int64_t> rows =
@@ -476,7 +485,8 @@ double check_error(const Case &c, float scale, const std::vector<float> &q, cons
                     flashstate::dequantize_row(s.k.type, k, k_row.data(), kDim);
                     double dot = 0;
                     for (int64_t d = 0; d < kDim; ++d) dot += double(q_row[d]) * double(k_row[size_t(d)]);
-                    logits.push_back(double(scale) * dot);
+                    const double x = double(p.scale) * dot;
+                    logits.push_back(p.softcap > 0 ? double(p.softcap) * std::tanh(x / double(p.softcap)) : x);
                     keys.emplace_back(&s, j);
                 }
             const double m = *std::max_element(logits.begin(), logits.end());
@@ -554,6 +564,7 @@ struct Prepared {
         params.scale = float(1.0 / std::sqrt(double(kDim)));
         params.n_threads = cs.threads;
         params.isa = o.isa;
+        params.softcap = cs.softcap;
         if (cs.causal) {
             params.virtual_mask = FST_MASK_CAUSAL;
             params.q_pos0 = cs.q_pos0();
@@ -596,7 +607,7 @@ Result run_case(const Case &c, const BenchOptions &o, int runs, const Limits &li
 
     const CopyViews &checked = p.next_copy(state);
     run_once(c, p.params, p.q_view, checked, p.out); // untimed: checked, and warms the thread pool
-    res.check = check_error(c, p.params.scale, p.q, checked.views, p.out);
+    res.check = check_error(c, p.params, p.q, checked.views, p.out);
     res.check_ok = res.check <= kCheckBound;
 
     std::vector<double> ms;
