@@ -77,6 +77,7 @@ struct Options {
     fst_type type = FST_TYPE_F16;
     int64_t n_kv = 32768, n_q = 1, segments = 1, buffer_mib = 2048;
     bool multiseg = false, mask = false, alibi = false;
+    int64_t mask_every = 1;
     float softcap = 0.0f;
     int threads = 0, rounds = 21;
     std::vector<std::string> builds;
@@ -96,6 +97,8 @@ struct Options {
         "  --multiseg      the S segments in one fst_attn_segments call instead\n"
         "  --mask          an F16 causal mask tensor (query positions at the end of the keys)\n"
         "  --softcap C     fst_attn_params.softcap (logit softcapping, as Gemma 2's 50) [0: off]\n"
+        "  --mask-every N  the causal mask also hides every key j with j %% N != 0 (as other sequences' cells of a\n"
+        "                  KV cache shared by N sequences) [1]\n"
         "  --alibi         ALiBi as llama.cpp gives it: the causal mask holds -(query position - key position) where\n"
         "                  visible, and max_bias is 8\n"
         "  --threads N     fst_attn_params.n_threads (0: the library's default) [0]\n"
@@ -122,6 +125,7 @@ Options parse(int argc, char **argv) {
         else if (a == "--multiseg") o.multiseg = true;
         else if (a == "--mask") o.mask = true;
         else if (a == "--alibi") o.mask = o.alibi = true;
+        else if (a == "--mask-every") o.mask = true, o.mask_every = std::max<int64_t>(1, std::atoll(value()));
         else if (a == "--softcap") o.softcap = float(std::atof(value()));
         else if (a == "--threads") o.threads = std::atoi(value());
         else if (a == "--rounds") o.rounds = std::atoi(value());
@@ -186,7 +190,9 @@ int main(int argc, char **argv) {
     for (int64_t r = 0; r < o.n_q; ++r)
         for (int64_t j = 0; j < o.n_kv; ++j) {
             const int64_t distance = o.n_kv - o.n_q + r - j;
-            mask[size_t(r * o.n_kv + j)] = distance < 0 ? 0xFC00 : o.alibi ? f16_of_negative_integer(distance) : 0;
+            mask[size_t(r * o.n_kv + j)] = distance < 0 || j % o.mask_every != 0 ? 0xFC00
+                                           : o.alibi                             ? f16_of_negative_integer(distance)
+                                                                                 : 0;
         }
 
     const int64_t len = o.n_kv / o.segments;

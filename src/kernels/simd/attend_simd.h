@@ -94,6 +94,34 @@ template <class Vec> inline typename Vec::V pinned_load(const float *p) {
     return v;
 }
 
+// Decode streams K and V from DRAM: each row is asked for some keys ahead, one row at a time spread over the
+// arithmetic (prefetching whole blocks at once stalled the core). How far ahead and into which cache level is
+// tuned per CPU kind (kernels/dispatch.cpp). A prefetch never faults, so asking past the end of the keys is harmless.
+struct RowPrefetch {
+    size_t k_ahead = 0, v_ahead = 0; // bytes from a row to the row to prefetch
+    int64_t k_bytes = 0, v_bytes = 0; // bytes of one row
+    bool to_l1 = false;
+};
+template <fst_type KT, fst_type VT> RowPrefetch row_prefetch(const ChunkArgs &a) {
+    const PrefetchTuning &t = prefetch_tuning();
+    auto keys = [&](fst_type type) { return wide_type(type) ? t.keys_wide : t.keys_quantized; };
+    RowPrefetch pf;
+    pf.k_ahead = size_t(keys(KT)) * a.k_stride;
+    pf.v_ahead = size_t(keys(VT)) * a.v_stride;
+    pf.k_bytes = row_bytes<KT>(a.D);
+    pf.v_bytes = row_bytes<VT>(a.DV);
+    pf.to_l1 = t.to_l1;
+    return pf;
+}
+// Volatile asm, not _mm_prefetch: with the hint chosen at run time GCC 12 deleted the _mm_prefetch loops as free of
+// side effects (at -O2 all of them, at -O3 the prefetcht0 ones), which silently turned the prefetch off.
+inline void prefetch_row(const unsigned char *row, int64_t bytes, bool to_l1) {
+    if (to_l1)
+        for (int64_t b = 0; b < bytes; b += 64) asm volatile("prefetcht0 (%0)" : : "r"(row + b));
+    else
+        for (int64_t b = 0; b < bytes; b += 64) asm volatile("prefetcht2 (%0)" : : "r"(row + b));
+}
+
 // tanh for the logit softcap, from the ISA's exp: sign(y) * t(|y|) with t(u) = (e^2u - 1) / (e^2u + 1) for u >= 0.625
 // (e^2u - 1 is exact there) and, below, Taylor's odd polynomial to u^19 (truncation < 1e-8 relative: the exp form
 // would cancel). Maximum relative error against double tanh: 1.12 ulp measured, 2 ulp tested (tests/test_kernels.cpp).
@@ -120,7 +148,7 @@ inline typename Vec::V softcapped(typename Vec::V x, typename Vec::V scale, type
 
 // Raw dot products x[r][j] = q_r . k_j for the keys of `keys` (a bit set over the block) and NR rows.
 template <class Vec, int NR, fst_type KT>
-void block_logits(const ChunkArgs &a, const float *q, int64_t j0, KeyBits keys, float x[][kBlockKeys]) {
+void block_logits(const ChunkArgs &a, const RowPrefetch &pf, const float *q, int64_t j0, KeyBits keys, float x[][kBlockKeys]) {
     using V = typename Vec::V;
     constexpr int K = Vec::kQkKeys;
     const int64_t n_chunks = a.D / Vec::W;
@@ -131,6 +159,7 @@ void block_logits(const ChunkArgs &a, const float *q, int64_t j0, KeyBits keys, 
         const int nk = K < n - t ? K : n - t;
         const unsigned char *krow[K];
         for (int u = 0; u < K; ++u) krow[u] = a.k + size_t(j0 + idx[t + (u < nk ? u : nk - 1)]) * a.k_stride;
+        for (int u = 0; u < nk; ++u) prefetch_row(krow[u] + pf.k_ahead, pf.k_bytes, pf.to_l1); // as the full path
         V acc[K][kRowsPerGroup];
         for (int u = 0; u < K; ++u)
             for (int r = 0; r < kRowsPerGroup; ++r) acc[u][r] = Vec::zero();
@@ -168,9 +197,9 @@ inline void add_block_sum(const ChunkArgs &a, float *acc, const typename Vec::V 
 // acc_r = acc_r * alpha_r + sum_j p[r][j] v_j over the keys in `keys`, for G vectors of DV starting at vector c0
 // (G a compile-time count so that the NR x G accumulators stay in registers). A key hidden from row r (bit clear in
 // vis[r]) is never multiplied into acc_r, so NaN in its V cannot reach that row.
-template <class Vec, int NR, fst_type VT, int G>
-void values_group(const ChunkArgs &a, float *acc, int64_t j0, KeyBits keys, KeyBits all_rows, const KeyBits *vis,
-                  const float p[][kBlockKeys], const float *alpha, int64_t c0) {
+template <class Vec, int NR, fst_type VT, int G, bool PrefetchV>
+void values_group(const ChunkArgs &a, const RowPrefetch &pf, float *acc, int64_t j0, KeyBits keys, KeyBits all_rows,
+                  const KeyBits *vis, const float p[][kBlockKeys], const float *alpha, int64_t c0) {
     using V = typename Vec::V;
     V o[NR][G]; // this block's sum alone, added to the rescaled earlier sum at the end (see add_block_sum)
     for (int r = 0; r < NR; ++r)
@@ -179,6 +208,7 @@ void values_group(const ChunkArgs &a, float *acc, int64_t j0, KeyBits keys, KeyB
     for (KeyBits b = keys; b; b &= b - 1) {
         const int j = __builtin_ctzll(b);
         const unsigned char *vrow = a.v + size_t(j0 + j) * a.v_stride;
+        if constexpr (PrefetchV) prefetch_row(vrow + pf.v_ahead, pf.v_bytes, pf.to_l1);
         V vv[G];
         for (int u = 0; u < G; ++u) vv[u] = load_row_chunk<Vec, VT>(vrow, c0 + u);
         if ((all_rows >> j) & 1u) {
@@ -199,43 +229,22 @@ void values_group(const ChunkArgs &a, float *acc, int64_t j0, KeyBits keys, KeyB
 }
 
 template <class Vec, int NR, fst_type VT>
-void block_values(const ChunkArgs &a, float *acc, int64_t j0, KeyBits keys, const KeyBits *vis,
+void block_values(const ChunkArgs &a, const RowPrefetch &pf, float *acc, int64_t j0, KeyBits keys, const KeyBits *vis,
                   const float p[][kBlockKeys], const float *alpha) {
     constexpr int G = wide_type(VT) ? Vec::kPvChunksWide : Vec::kPvChunks;
     const int64_t n_chunks = a.DV / Vec::W;
     KeyBits all_rows = keys;
     for (int r = 0; r < NR; ++r) all_rows &= vis[r];
-    int64_t c0 = 0;
-    for (; c0 + G <= n_chunks; c0 += G) values_group<Vec, NR, VT, G>(a, acc, j0, keys, all_rows, vis, p, alpha, c0);
-    for (; c0 < n_chunks; ++c0) values_group<Vec, NR, VT, 1>(a, acc, j0, keys, all_rows, vis, p, alpha, c0);
-}
-
-// Decode streams K and V from DRAM: each row is asked for some keys ahead, one row at a time spread over the
-// arithmetic (prefetching whole blocks at once stalled the core). How far ahead and into which cache level is
-// tuned per CPU kind (kernels/dispatch.cpp). A prefetch never faults, so asking past the end of the keys is harmless.
-struct RowPrefetch {
-    size_t k_ahead = 0, v_ahead = 0; // bytes from a row to the row to prefetch
-    int64_t k_bytes = 0, v_bytes = 0; // bytes of one row
-    bool to_l1 = false;
-};
-template <fst_type KT, fst_type VT> RowPrefetch row_prefetch(const ChunkArgs &a) {
-    const PrefetchTuning &t = prefetch_tuning();
-    auto keys = [&](fst_type type) { return wide_type(type) ? t.keys_wide : t.keys_quantized; };
-    RowPrefetch pf;
-    pf.k_ahead = size_t(keys(KT)) * a.k_stride;
-    pf.v_ahead = size_t(keys(VT)) * a.v_stride;
-    pf.k_bytes = row_bytes<KT>(a.D);
-    pf.v_bytes = row_bytes<VT>(a.DV);
-    pf.to_l1 = t.to_l1;
-    return pf;
-}
-// Volatile asm, not _mm_prefetch: with the hint chosen at run time GCC 12 deleted the _mm_prefetch loops as free of
-// side effects (at -O2 all of them, at -O3 the prefetcht0 ones), which silently turned the prefetch off.
-inline void prefetch_row(const unsigned char *row, int64_t bytes, bool to_l1) {
-    if (to_l1)
-        for (int64_t b = 0; b < bytes; b += 64) asm volatile("prefetcht0 (%0)" : : "r"(row + b));
-    else
-        for (int64_t b = 0; b < bytes; b += 64) asm volatile("prefetcht2 (%0)" : : "r"(row + b));
+    int64_t c0 = 0; // the first pass asks for the rows ahead, as block_values_full's does
+    if (n_chunks >= G) {
+        values_group<Vec, NR, VT, G, true>(a, pf, acc, j0, keys, all_rows, vis, p, alpha, 0);
+        c0 = G;
+    } else {
+        values_group<Vec, NR, VT, 1, true>(a, pf, acc, j0, keys, all_rows, vis, p, alpha, 0);
+        c0 = 1;
+    }
+    for (; c0 + G <= n_chunks; c0 += G) values_group<Vec, NR, VT, G, false>(a, pf, acc, j0, keys, all_rows, vis, p, alpha, c0);
+    for (; c0 < n_chunks; ++c0) values_group<Vec, NR, VT, 1, false>(a, pf, acc, j0, keys, all_rows, vis, p, alpha, c0);
 }
 
 // Fast path for the first nb keys of a block when every row sees all of them (the common case of decode, and the
@@ -488,7 +497,7 @@ void attend_rows(const KeyRange *ranges, int n_ranges, int64_t r0) {
             float *acc = a.acc + r0 * a.DV;
             if (b.full && b.nb == kBlockKeys) block_values_full<Vec, NR, VT, false>(a, row_prefetch<KT, VT>(a), acc, b.j0, b.nb, w[i], b.alpha);
             else if (b.full) block_values_full<Vec, NR, VT, true>(a, row_prefetch<KT, VT>(a), acc, b.j0, b.nb, w[i], b.alpha);
-            else block_values<Vec, NR, VT>(a, acc, b.j0, b.any, b.vis, w[i], b.alpha);
+            else block_values<Vec, NR, VT>(a, row_prefetch<KT, VT>(a), acc, b.j0, b.any, b.vis, w[i], b.alpha);
         }
         n_blocks = 0;
     };
@@ -517,7 +526,7 @@ void attend_rows(const KeyRange *ranges, int n_ranges, int64_t r0) {
             for (int r = 0; r < NR; ++r) b.full = b.full && b.vis[r] == low_bits(nb);
             if (b.full && nb == kBlockKeys) block_logits_full<Vec, NR, KT, false>(a, pf, q, j0, nb, w[n_blocks]);
             else if (b.full) block_logits_full<Vec, NR, KT, true>(a, pf, q, j0, nb, w[n_blocks]);
-            else block_logits<Vec, NR, KT>(a, q, j0, b.any, w[n_blocks]);
+            else block_logits<Vec, NR, KT>(a, pf, q, j0, b.any, w[n_blocks]);
             if (++n_blocks == kSpanBlocks) finish_span();
         }
     }
