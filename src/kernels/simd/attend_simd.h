@@ -251,9 +251,12 @@ void block_values(const ChunkArgs &a, const RowPrefetch &pf, float *acc, int64_t
 // short blocks of small segments or a cache's last keys): straight-line code without per-key visibility tests.
 // Logits are reduced kQkKeys keys at a time by one reduction tree; past nb, a group repeats key nb - 1 (never a row
 // outside the chunk), and the softmax masks those lanes out. Whole blocks (Short = false) keep their compile-time
-// key count (a run-time count for every block measured 4-8 % slower, kernel alone).
+// key count (a run-time count for every block measured 4-8 % slower, kernel alone). With `keys` (Short only), the
+// n_keys keys are those block positions, which every row sees while the others see none of them (a mask hiding
+// other sequences' cells): the same code over the visible keys, each logit stored at its key's position.
 template <class Vec, int NR, fst_type KT, bool Short>
-void block_logits_full(const ChunkArgs &a, const RowPrefetch &pf, const float *q, int64_t j0, int n_keys, float x[][kBlockKeys]) {
+void block_logits_full(const ChunkArgs &a, const RowPrefetch &pf, const float *q, int64_t j0, int n_keys, float x[][kBlockKeys],
+                       const int *keys = nullptr) {
     const int nb = Short ? n_keys : kBlockKeys;
     using V = typename Vec::V;
     constexpr int K = Vec::kQkKeys;
@@ -262,7 +265,8 @@ void block_logits_full(const ChunkArgs &a, const RowPrefetch &pf, const float *q
     for (int t = 0; t < nb; t += K) {
         const unsigned char *krow[K];
         for (int u = 0; u < K; ++u) {
-            krow[u] = k0 + size_t(!Short || t + u < nb ? t + u : nb - 1) * a.k_stride;
+            const int i = !Short || t + u < nb ? t + u : nb - 1;
+            krow[u] = k0 + size_t(keys ? keys[i] : i) * a.k_stride;
             prefetch_row(krow[u] + pf.k_ahead, pf.k_bytes, pf.to_l1);
         }
         V acc[K][4];
@@ -331,7 +335,14 @@ void block_logits_full(const ChunkArgs &a, const RowPrefetch &pf, const float *q
                 for (int r = 0; r < NR; ++r) acc[u][r] = Vec::fma(qv[r], kv, acc[u][r]);
             }
         }
-        Vec::reduce_keys(acc, &x[0][t], kBlockKeys); // rows >= NR get zeros, never read
+        if (keys == nullptr) {
+            Vec::reduce_keys(acc, &x[0][t], kBlockKeys); // rows >= NR get zeros, never read
+        } else {
+            float sums[4][K];
+            Vec::reduce_keys(acc, &sums[0][0], K);
+            for (int r = 0; r < NR; ++r)
+                for (int u = 0; u < K && t + u < nb; ++u) x[r][keys[t + u]] = sums[r][u];
+        }
     }
 }
 
@@ -471,6 +482,13 @@ struct KeyRange {
     int64_t j_begin, j_end;
 };
 
+// Whether rows 0..n-1 all see exactly the keys `any` (their union).
+inline bool same_keys_every_row(const KeyBits *vis, int n, KeyBits any) {
+    for (int r = 0; r < n; ++r)
+        if (vis[r] != any) return false;
+    return true;
+}
+
 // Row group r0 (the same rows in every range) over the ranges in order.
 template <class Vec, int NR, fst_type KT, fst_type VT>
 void attend_rows(const KeyRange *ranges, int n_ranges, int64_t r0) {
@@ -526,7 +544,13 @@ void attend_rows(const KeyRange *ranges, int n_ranges, int64_t r0) {
             for (int r = 0; r < NR; ++r) b.full = b.full && b.vis[r] == low_bits(nb);
             if (b.full && nb == kBlockKeys) block_logits_full<Vec, NR, KT, false>(a, pf, q, j0, nb, w[n_blocks]);
             else if (b.full) block_logits_full<Vec, NR, KT, true>(a, pf, q, j0, nb, w[n_blocks]);
-            else block_logits<Vec, NR, KT>(a, pf, q, j0, b.any, w[n_blocks]);
+            else if (same_keys_every_row(b.vis, NR, b.any)) {
+                int keys[kBlockKeys];
+                int n = 0;
+                for (KeyBits k = b.any; k; k &= k - 1) keys[n++] = __builtin_ctzll(k);
+                block_logits_full<Vec, NR, KT, true>(a, pf, q, j0, n, w[n_blocks], keys);
+            } else
+                block_logits<Vec, NR, KT>(a, pf, q, j0, b.any, w[n_blocks]);
             if (++n_blocks == kSpanBlocks) finish_span();
         }
     }
