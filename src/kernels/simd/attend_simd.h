@@ -349,24 +349,27 @@ void block_logits_full(const ChunkArgs &a, const RowPrefetch &pf, const float *q
 // Rows 0..NR-1 of acc, p and alpha (the caller offsets them to reach other rows); PrefetchV: this pass asks for the
 // V rows ahead (one pass per block does). A template parameter, so that each pass is its own loop (GCC 12 cloned
 // it per value on its own, until the function gained the Short variants).
+// With `keys` (Short only): the n_keys keys at those block positions, as block_logits_full takes them.
 template <class Vec, int NR, fst_type VT, int G, bool Short, bool PrefetchV>
 void values_group_full(const ChunkArgs &a, const RowPrefetch &pf, float *acc, int64_t j0, int n_keys,
-                       const float p[][kBlockKeys], const float *alpha, int64_t c0) {
+                       const float p[][kBlockKeys], const float *alpha, int64_t c0, const int *keys) {
     const int nb = Short ? n_keys : kBlockKeys;
     using V = typename Vec::V;
     V o[NR][G]; // this block's sum alone, added to the rescaled earlier sum at the end (see add_block_sum)
     for (int r = 0; r < NR; ++r)
         for (int u = 0; u < G; ++u) o[r][u] = Vec::zero();
-    const unsigned char *vrow = a.v + size_t(j0) * a.v_stride;
+    auto key = [&](int j) { return Short && keys ? keys[j] : j; }; // the block position of the j-th key
+    auto row = [&](int j) { return a.v + size_t(j0 + key(j)) * a.v_stride; };
     constexpr bool prepped = G % 2 == 0 && !wide_type(VT); // quantized rows: blocks prepared a row ahead (block_prep)
     V prep[G / 2 + 1];
     if constexpr (prepped)
-        for (int u = 0; u < G; u += 2) prep[u / 2] = block_prep<Vec, VT>(vrow, c0 + u);
-    for (int j = 0; j < nb; ++j, vrow += a.v_stride) {
+        for (int u = 0; u < G; u += 2) prep[u / 2] = block_prep<Vec, VT>(row(0), c0 + u);
+    for (int j = 0; j < nb; ++j) {
+        const unsigned char *vrow = row(j);
         if constexpr (PrefetchV) prefetch_row(vrow + pf.v_ahead, pf.v_bytes, pf.to_l1);
         V vv[G];
         if constexpr (prepped) {
-            const unsigned char *next = j + 1 < nb ? vrow + a.v_stride : vrow; // at the end: unused
+            const unsigned char *next = j + 1 < nb ? row(j + 1) : vrow; // at the end: unused
             for (int u = 0; u < G; u += 2) {
                 load_row_pair<Vec, VT>(vrow, c0 + u, prep[u / 2], vv[u], vv[u + 1]);
                 prep[u / 2] = block_prep<Vec, VT>(next, c0 + u);
@@ -377,7 +380,7 @@ void values_group_full(const ChunkArgs &a, const RowPrefetch &pf, float *acc, in
             for (int u = 0; u < G; ++u) vv[u] = load_row_chunk<Vec, VT>(vrow, c0 + u);
         }
         for (int r = 0; r < NR; ++r) {
-            const V pv = Vec::set1(p[r][j]);
+            const V pv = Vec::set1(p[r][key(j)]);
             for (int u = 0; u < G; ++u) o[r][u] = Vec::fma(pv, vv[u], o[r][u]);
         }
     }
@@ -386,7 +389,7 @@ void values_group_full(const ChunkArgs &a, const RowPrefetch &pf, float *acc, in
 
 template <class Vec, int NR, fst_type VT, bool Short>
 void block_values_full(const ChunkArgs &a, const RowPrefetch &pf, float *acc, int64_t j0, int nb,
-                       const float p[][kBlockKeys], const float *alpha) {
+                       const float p[][kBlockKeys], const float *alpha, const int *keys = nullptr) {
     constexpr int G = wide_type(VT) ? Vec::kPvChunksWide : Vec::kPvChunks;
     const int64_t n_chunks = a.DV / Vec::W;
     // Each pass takes every row of the group over G vectors of DV, so each V element is converted once. (F16 rows at
@@ -394,14 +397,14 @@ void block_values_full(const ChunkArgs &a, const RowPrefetch &pf, float *acc, in
     // and 4 % slower in the caches; docs/PERFORMANCE.md, session 12.) The first pass prefetches the rows ahead.
     int64_t c0 = 0;
     if (n_chunks >= G) {
-        values_group_full<Vec, NR, VT, G, Short, true>(a, pf, acc, j0, nb, p, alpha, 0);
+        values_group_full<Vec, NR, VT, G, Short, true>(a, pf, acc, j0, nb, p, alpha, 0, keys);
         c0 = G;
     } else {
-        values_group_full<Vec, NR, VT, 1, Short, true>(a, pf, acc, j0, nb, p, alpha, 0);
+        values_group_full<Vec, NR, VT, 1, Short, true>(a, pf, acc, j0, nb, p, alpha, 0, keys);
         c0 = 1;
     }
-    for (; c0 + G <= n_chunks; c0 += G) values_group_full<Vec, NR, VT, G, Short, false>(a, pf, acc, j0, nb, p, alpha, c0);
-    for (; c0 < n_chunks; ++c0) values_group_full<Vec, NR, VT, 1, Short, false>(a, pf, acc, j0, nb, p, alpha, c0);
+    for (; c0 + G <= n_chunks; c0 += G) values_group_full<Vec, NR, VT, G, Short, false>(a, pf, acc, j0, nb, p, alpha, c0, keys);
+    for (; c0 < n_chunks; ++c0) values_group_full<Vec, NR, VT, 1, Short, false>(a, pf, acc, j0, nb, p, alpha, c0, keys);
 }
 
 // Online softmax of one block of nb keys, one rescale per row: vector max, exp and sum over the vectors that hold its
@@ -515,7 +518,13 @@ void attend_rows(const KeyRange *ranges, int n_ranges, int64_t r0) {
             float *acc = a.acc + r0 * a.DV;
             if (b.full && b.nb == kBlockKeys) block_values_full<Vec, NR, VT, false>(a, row_prefetch<KT, VT>(a), acc, b.j0, b.nb, w[i], b.alpha);
             else if (b.full) block_values_full<Vec, NR, VT, true>(a, row_prefetch<KT, VT>(a), acc, b.j0, b.nb, w[i], b.alpha);
-            else block_values<Vec, NR, VT>(a, row_prefetch<KT, VT>(a), acc, b.j0, b.any, b.vis, w[i], b.alpha);
+            else if (same_keys_every_row(b.vis, NR, b.any)) { // the keys block_logits_full took by position
+                int keys[kBlockKeys];
+                int n = 0;
+                for (KeyBits k = b.any; k; k &= k - 1) keys[n++] = __builtin_ctzll(k);
+                block_values_full<Vec, NR, VT, true>(a, row_prefetch<KT, VT>(a), acc, b.j0, n, w[i], b.alpha, keys);
+            } else
+                block_values<Vec, NR, VT>(a, row_prefetch<KT, VT>(a), acc, b.j0, b.any, b.vis, w[i], b.alpha);
         }
         n_blocks = 0;
     };
