@@ -30,7 +30,8 @@ struct ChunkArgs {
     int64_t n_rows = 0;
     const float *q = nullptr;    // n_rows x D, row stride D
     const int32_t *lo = nullptr, *hi = nullptr; // n_rows each: the visible key range (from the virtual mask)
-    const float *bias = nullptr; // n_rows x n_keys (row stride bias_stride), added after softcap; nullptr = all zero
+    const float *bias = nullptr; // n_rows x n_keys (row stride bias_stride; 0: one row all rows share), added after
+                                 // softcap; nullptr = all zero
     int64_t bias_stride = 0;
     float *m = nullptr, *s = nullptr; // n_rows each
     float *acc = nullptr;             // n_rows x DV, row stride DV
