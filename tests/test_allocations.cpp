@@ -68,6 +68,14 @@ TEST(Allocations, AttentionCallsInSteadyStateAllocateNothing) {
                 vs.push_back(fst_test::slice(v.t, 1, j0, n));
                 ms.push_back(fst_test::slice(mask.t, 0, j0, n));
             }
+            // The same keys as a paged cache of 16-key pages in reverse order.
+            const int64_t n_pages = (c.n_kv + 15) / 16;
+            Buffer kp(c.kv_type, {c.D, 16, c.n_head_kv, n_pages}), vp(c.kv_type, {c.D, 16, c.n_head_kv, n_pages}),
+                table(FST_TYPE_I32, {n_pages, 1, 1, 1});
+            kp.fill_normal(rng);
+            vp.fill_normal(rng);
+            for (int64_t i = 0; i < n_pages; ++i) *reinterpret_cast<int32_t *>(table.storage.data() + 4 * i) = int32_t(n_pages - 1 - i);
+            const fst_paged_kv paged{&kp.t, &vp.t, &table.t, c.n_kv};
             for (int s = 0; s < c.segments; ++s)
                 segs.push_back(fst_segment{&ks[size_t(s)], &vs[size_t(s)], c.mask ? &ms[size_t(s)] : nullptr,
                                            s * per, nullptr});
@@ -83,6 +91,8 @@ TEST(Allocations, AttentionCallsInSteadyStateAllocateNothing) {
                         << fst_last_error();
                 ASSERT_EQ(fst_attn_with_state_part(&p, &q.t, &k.t, &v.t, nullptr, nullptr, &state.t, &out.t, 0, 2),
                           FST_OK);
+                ASSERT_EQ(fst_attn_paged(&p, &q.t, &paged, c.mask ? &mask.t : nullptr, nullptr, &state.t, &out.t), FST_OK)
+                    << fst_last_error();
             });
             EXPECT_EQ(n, 0);
         }

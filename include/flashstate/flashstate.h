@@ -143,6 +143,26 @@ FST_API fst_status fst_attn_segments_part(const fst_attn_params *p, const fst_te
                                           int64_t n_segments, const fst_tensor *sinks, fst_tensor *state,
                                           fst_tensor *out, int ith, int nth);
 
+/* A paged KV cache (as vLLM's): K and V rows live in pages of page_keys keys, and a page table per KV sequence
+ * lists its pages in key order. Key j of KV sequence s is row j % page_keys of page page_table[j / page_keys, s]. */
+typedef struct fst_paged_kv {
+    const fst_tensor *k, *v;       /* the pages: [D, page_keys, n_head_kv, n_pages], [DV, page_keys, n_head_kv, n_pages];
+                                    * any K/V types; page_keys a power of two >= 16 */
+    const fst_tensor *page_table;  /* I32 [>= ceil(n_kv / page_keys), n_seq_kv], every entry used in [0, n_pages) */
+    int64_t n_kv;                  /* keys of each KV sequence (a mask or positions hide some per row) */
+} fst_paged_kv;
+
+/* (state, out) ⊕= attention of q over the n_kv keys of each KV sequence's pages (and the sinks, once): bit for bit
+ * fst_attn_with_state with the same keys copied into contiguous K/V [D, n_kv, n_head_kv, n_seq_kv], without the
+ * copy. mask [n_kv, >= n_q, m2, m3], params->kv_pos0 and kv_pos as in fst_attn_with_state. (Pages as segments of
+ * fst_attn_segments also work, but each segment is then a call's partial result, rounded and merged: 16-key pages
+ * took twice the time of one contiguous call.) */
+FST_API fst_status fst_attn_paged(const fst_attn_params *p, const fst_tensor *q, const fst_paged_kv *kv,
+                                  const fst_tensor *mask, const fst_tensor *sinks, fst_tensor *state, fst_tensor *out);
+FST_API fst_status fst_attn_paged_part(const fst_attn_params *p, const fst_tensor *q, const fst_paged_kv *kv,
+                                       const fst_tensor *mask, const fst_tensor *sinks, fst_tensor *state,
+                                       fst_tensor *out, int ith, int nth);
+
 /* (state, out) ⊕= (other_state, other_out). Shapes must match; the two pairs must not overlap. */
 FST_API fst_status fst_state_merge(fst_tensor *state, fst_tensor *out, const fst_tensor *other_state,
                                    const fst_tensor *other_out);

@@ -233,6 +233,25 @@ inline void attn_segments_part(const fst_attn_params &p, const fst_tensor &q, co
     detail::throw_if_failed(try_attn_segments_part(p, q, segments, n_segments, sinks, state, out, ith, nth));
 }
 
+// A paged KV cache (bit for bit the same as one call over the keys copied into contiguous K/V).
+inline Status try_attn_paged(const fst_attn_params &p, const fst_tensor &q, const fst_paged_kv &kv, const fst_tensor *mask,
+                             const fst_tensor *sinks, fst_tensor &state, fst_tensor &out) {
+    return Status::from_call(fst_attn_paged(&p, &q, &kv, mask, sinks, &state, &out));
+}
+inline void attn_paged(const fst_attn_params &p, const fst_tensor &q, const fst_paged_kv &kv, const fst_tensor *mask,
+                       const fst_tensor *sinks, fst_tensor &state, fst_tensor &out) {
+    detail::throw_if_failed(try_attn_paged(p, q, kv, mask, sinks, state, out));
+}
+inline Status try_attn_paged_part(const fst_attn_params &p, const fst_tensor &q, const fst_paged_kv &kv,
+                                  const fst_tensor *mask, const fst_tensor *sinks, fst_tensor &state, fst_tensor &out,
+                                  int ith, int nth) {
+    return Status::from_call(fst_attn_paged_part(&p, &q, &kv, mask, sinks, &state, &out, ith, nth));
+}
+inline void attn_paged_part(const fst_attn_params &p, const fst_tensor &q, const fst_paged_kv &kv, const fst_tensor *mask,
+                            const fst_tensor *sinks, fst_tensor &state, fst_tensor &out, int ith, int nth) {
+    detail::throw_if_failed(try_attn_paged_part(p, q, kv, mask, sinks, state, out, ith, nth));
+}
+
 inline Status try_state_merge(fst_tensor &state, fst_tensor &out, const fst_tensor &other_state,
                               const fst_tensor &other_out) {
     return Status::from_call(fst_state_merge(&state, &out, &other_state, &other_out));

@@ -279,4 +279,21 @@ fst_status fst_attn_segments_part(const fst_attn_params *p, const fst_tensor *q,
     });
 }
 
+fst_status fst_attn_paged(const fst_attn_params *p, const fst_tensor *q, const fst_paged_kv *kv, const fst_tensor *mask,
+                          const fst_tensor *sinks, fst_tensor *state, fst_tensor *out) {
+    return guard("fst_attn_paged", [&] {
+        validate_paged_attention(problem(), p, q, kv, mask, sinks, state, out);
+        run(problem(), 0, 0);
+    });
+}
+
+fst_status fst_attn_paged_part(const fst_attn_params *p, const fst_tensor *q, const fst_paged_kv *kv, const fst_tensor *mask,
+                               const fst_tensor *sinks, fst_tensor *state, fst_tensor *out, int ith, int nth) {
+    return guard("fst_attn_paged_part", [&] {
+        validate_paged_attention(problem(), p, q, kv, mask, sinks, state, out);
+        check_part(ith, nth);
+        run(problem(), ith, nth);
+    });
+}
+
 } // extern "C"

@@ -114,6 +114,40 @@ int64_t fill_tile_bias(const AttnProblem &P, const Segment &S, const kernels::Ke
     return kernels::kChunkKeys;
 }
 
+// The K and V rows of keys [j0, j0 + nk) of segment S for a tile's KV head and sequence: a.k and a.v; for a paged
+// segment, the page holding the chunk (pages of a chunk or more: chunks start at multiples of kChunkKeys, so a
+// chunk lies in one page), or the page pointers of the chunk's keys and of the keys after it that the kernels
+// prefetch (shorter pages).
+void set_chunk_rows(const Segment &S, const Tile &tile, int64_t j0, int64_t nk, TileScratch &w, kernels::ChunkArgs &a) {
+    if (!S.paged) {
+        a.k = at(S.k, j0, tile.hk, tile.sk);
+        a.v = at(S.v, j0, tile.hk, tile.sk);
+        return;
+    }
+    const int64_t page_keys = int64_t(1) << S.page_shift;
+    auto page = [&](int64_t i) { return load_i32(at(S.page_table, tile.sk, 0, 0) + size_t(i) * S.page_table.nb[0]); };
+    if (page_keys >= kernels::kChunkKeys) {
+        const int64_t p = page(j0 >> S.page_shift), row = j0 & (page_keys - 1);
+        a.k = at(S.k, row, tile.hk, p);
+        a.v = at(S.v, row, tile.hk, p);
+        a.k_pages = a.v_pages = nullptr;
+        return;
+    }
+    const int64_t covered = std::min(S.n_kv - j0, nk + kPagedAheadKeys);
+    const int64_t first = j0 >> S.page_shift, n_pages = (covered + page_keys - 1) >> S.page_shift;
+    for (int64_t i = 0; i < n_pages; ++i) {
+        const int64_t p = page(first + i);
+        w.k_pages[i] = at(S.k, 0, tile.hk, p);
+        w.v_pages[i] = at(S.v, 0, tile.hk, p);
+    }
+    a.k = w.k_pages[0];
+    a.v = w.v_pages[0];
+    a.k_pages = w.k_pages;
+    a.v_pages = w.v_pages;
+    a.page_shift = S.page_shift;
+    a.paged_keys = covered;
+}
+
 // The kernel arguments every chunk of segment S shares for the rows of a tile; the caller sets the chunk's keys,
 // visible ranges, bias and outputs.
 kernels::ChunkArgs segment_args(const AttnProblem &P, const Segment &S, int64_t n_rows, const TileScratch &w) {
@@ -192,8 +226,7 @@ void compute_piece(const AttnProblem &P, const Plan &plan, const Tile &tile, con
                 a.bias_stride = fill_tile_bias(P, S, *plan.kernels, rows, n, j0, nk, w.bias);
                 a.bias = w.bias;
             }
-            a.k = at(S.k, j0, tile.hk, tile.sk);
-            a.v = at(S.v, j0, tile.hk, tile.sk);
+            set_chunk_rows(S, tile, j0, nk, w, a);
             a.n_keys = nk;
             plan.kernels->attend_chunk(a);
             a.same_q = true;
@@ -264,7 +297,7 @@ void compute_short_segments(const AttnProblem &P, const Plan &plan, const Tile &
             a.bias = w.bias + bias_offset;
             bias_offset += S.n_kv;
         }
-        a.k = at(S.k, 0, tile.hk, tile.sk);
+        a.k = at(S.k, 0, tile.hk, tile.sk); // never paged: a paged call is one segment, so never batched
         a.v = at(S.v, 0, tile.hk, tile.sk);
         ++n_args;
     }

@@ -13,6 +13,11 @@ struct Segment {
     fst_tensor k{}, v{}, mask{}, kv_pos{};
     bool has_mask = false, has_kv_pos = false;
     int64_t n_kv = 0, kv_pos0 = 0;
+    // Paged K/V (fst_attn_paged): k and v are the pages [D, 2^page_shift, n_head_kv, n_pages]; key j of KV sequence
+    // s is row j mod 2^page_shift of page page_table[j >> page_shift, s] (see tile.cpp's chunk_rows).
+    bool paged = false;
+    int page_shift = 0;
+    fst_tensor page_table{};
 };
 
 struct AttnProblem {
@@ -27,5 +32,9 @@ struct AttnProblem {
 // single-segment call passes its k, v, mask and params' kv_pos0 / kv_pos.
 void validate_attention(AttnProblem &P, const fst_attn_params *p, const fst_tensor *q, const fst_segment *segments,
                         int64_t n_segments, const fst_tensor *sinks, const fst_tensor *state, const fst_tensor *out);
+
+// The same for fst_attn_paged: one segment over the pages.
+void validate_paged_attention(AttnProblem &P, const fst_attn_params *p, const fst_tensor *q, const fst_paged_kv *kv,
+                              const fst_tensor *mask, const fst_tensor *sinks, const fst_tensor *state, const fst_tensor *out);
 
 } // namespace fst

@@ -26,6 +26,12 @@ struct ChunkArgs {
     const unsigned char *k = nullptr; // row of key 0 of the chunk
     const unsigned char *v = nullptr;
     size_t k_stride = 0, v_stride = 0; // bytes between consecutive keys
+    // Paged rows (fst_attn_paged, pages shorter than a chunk): key j at k_pages[j >> page_shift] +
+    // (j mod 2^page_shift) * k_stride, V likewise, for j < paged_keys (the chunk's keys and some after them, which
+    // the kernels prefetch). nullptr: key j at k + j * k_stride. Use k_row / v_row.
+    const unsigned char *const *k_pages = nullptr, *const *v_pages = nullptr;
+    int page_shift = 0;
+    int64_t paged_keys = 0;
     int64_t n_keys = 0;                // 1..kChunkKeys
     int64_t n_rows = 0;
     const float *q = nullptr;    // n_rows x D, row stride D
@@ -39,6 +45,17 @@ struct ChunkArgs {
     bool same_q = false;              // q and scratch are those of the previous call on this thread (the next chunk
                                       // of the same rows): a kernel may reuse what it derived from q
 };
+
+inline const unsigned char *paged_row(const unsigned char *const *pages, int shift, size_t stride, int64_t j) {
+    return pages[j >> shift] + size_t(j & ((int64_t(1) << shift) - 1)) * stride;
+}
+// The K and V rows of key j of a chunk.
+inline const unsigned char *k_row(const ChunkArgs &a, int64_t j) {
+    return a.k_pages ? paged_row(a.k_pages, a.page_shift, a.k_stride, j) : a.k + size_t(j) * a.k_stride;
+}
+inline const unsigned char *v_row(const ChunkArgs &a, int64_t j) {
+    return a.v_pages ? paged_row(a.v_pages, a.page_shift, a.v_stride, j) : a.v + size_t(j) * a.v_stride;
+}
 
 // Chunks one attend_chunks call takes at most.
 constexpr int kMaxBatchChunks = 16;

@@ -20,6 +20,7 @@
 #include <fstream>
 #include <memory>
 #include <new>
+#include <numeric>
 #include <random>
 #include <string>
 #include <thread>
@@ -201,6 +202,7 @@ struct Case {
     bool causal = false;     // virtual causal mask, query rows at the last n_q positions
     float softcap = 0;       // fst_attn_params.softcap (0: off)
     bool one_call = false;   // all segments in one fst_attn_segments call, not one fst_attn_with_state call each
+    int64_t page_keys = 0;   // > 0: the (one) tier as a paged cache, its pages in a random order, one fst_attn_paged call
     int threads = 1;
     double ggml_ms = 0;      // ggml's time for this case (issue 4), 0 if none
     // Cache-resident: one copy read again and again, so the time is the kernels' arithmetic alone, compared with
@@ -288,6 +290,20 @@ std::vector<Case> make_cases(bool quick, const std::vector<int> &thread_counts) 
                      std::to_string(s) + t_main;
             c.tiers = {{FST_TYPE_F16, split_n_kv, s}};
             c.one_call = one_call;
+            c.threads = main_threads;
+            cases.push_back(c);
+        }
+
+    // The same cache in pages scattered in memory (a paged KV cache as vLLM keeps it, 16 keys per page by default),
+    // one fst_attn_paged call: no target; against split-...-s1 it shows what reading rows through a page table costs
+    // (the multiseg cases above are the same pages as segments, each rounded and merged as a call's result).
+    for (fst_type type : {FST_TYPE_F16, FST_TYPE_Q8_0})
+        for (int64_t page_keys : {16, 256}) {
+            if (type != FST_TYPE_F16 && page_keys != 16) continue;
+            Case c;
+            c.name = std::string("paged-") + fst_type_name(type) + "-" + kilo(split_n_kv) + "-p" + std::to_string(page_keys) + t_main;
+            c.tiers = {{type, split_n_kv, 1}};
+            c.page_keys = page_keys;
             c.threads = main_threads;
             cases.push_back(c);
         }
@@ -403,12 +419,42 @@ struct SegmentView {
 };
 
 // The segments of one copy, and the same as an fst_segment list (pointing into `views`) for fst_attn_segments.
+// A paged case: its page pools and page table, and its pages as views in key order (for the check).
 struct CopyViews {
     std::vector<SegmentView> views;
     std::vector<fst_segment> list;
+    fst_tensor k_pages{}, v_pages{}, table_view{};
+    std::vector<int32_t> table;
 };
 
+// The tier of a paged case as pages of c.page_keys rows of the copy (the copy's rows in page order, its KV heads
+// apart as in the contiguous views), placed in a random order that is the same for every copy.
+CopyViews paged_views(const Case &c, const Layout &l, unsigned char *copy) {
+    CopyViews cv;
+    const Tier &t = c.tiers[0];
+    const int64_t n_pages = t.n_kv / c.page_keys;
+    cv.table.resize(size_t(n_pages));
+    std::iota(cv.table.begin(), cv.table.end(), 0);
+    std::shuffle(cv.table.begin(), cv.table.end(), std::mt19937_64(11));
+    cv.table_view = flashstate::View::contiguous(FST_TYPE_I32, cv.table.data(), n_pages);
+    const fst_tensor k = flashstate::View::contiguous(t.type, copy + l.k_offset[0], kDim, t.n_kv, kHeadsKv);
+    const fst_tensor v = flashstate::View::contiguous(t.type, copy + l.v_offset[0], kDim, t.n_kv, kHeadsKv);
+    for (auto [pages, rows] : {std::pair<fst_tensor *, const fst_tensor *>{&cv.k_pages, &k}, {&cv.v_pages, &v}}) {
+        *pages = *rows;
+        pages->ne[1] = c.page_keys;
+        pages->ne[3] = n_pages;
+        pages->nb[3] = size_t(c.page_keys) * rows->nb[1];
+    }
+    for (int64_t i = 0; i < n_pages; ++i) {
+        const int64_t first = int64_t(cv.table[size_t(i)]) * c.page_keys;
+        cv.views.push_back({flashstate::View::rows(k, first, c.page_keys), flashstate::View::rows(v, first, c.page_keys),
+                            i * c.page_keys});
+    }
+    return cv;
+}
+
 CopyViews copy_views(const Case &c, const Layout &l, unsigned char *copy) {
+    if (c.page_keys > 0) return paged_views(c, l, copy);
     CopyViews cv;
     std::vector<SegmentView> &views = cv.views;
     int64_t first = 0;
@@ -442,6 +488,11 @@ struct Outputs {
 // fst_attn_segments call with all of them.
 void run_once(const Case &c, const fst_attn_params &base, const fst_tensor &q, const CopyViews &segs, Outputs &o) {
     flashstate::state_init(o.state_view, o.out_view);
+    if (c.page_keys > 0) {
+        const fst_paged_kv kv{&segs.k_pages, &segs.v_pages, &segs.table_view, c.n_kv()};
+        flashstate::attn_paged(base, q, kv, nullptr, nullptr, o.state_view, o.out_view);
+        return;
+    }
     if (c.one_call) {
         const fst_status status = fst_attn_segments(&base, &q, segs.list.data(), int64_t(segs.list.size()), nullptr,
                                                     &o.state_view, &o.out_view);

@@ -44,8 +44,8 @@ void attend_chunk(const ChunkArgs &a) {
                 any_visible = a.bias == nullptr || a.bias[i * a.bias_stride + j] != neg_inf;
         if (!any_visible) continue;
         for (int64_t j = 0; j < nb; ++j) {
-            row_to_f32(a.k_type, a.k + size_t(j0 + j) * a.k_stride, kf + j * a.D, a.D);
-            row_to_f32(a.v_type, a.v + size_t(j0 + j) * a.v_stride, vf + j * a.DV, a.DV);
+            row_to_f32(a.k_type, k_row(a, j0 + j), kf + j * a.D, a.D);
+            row_to_f32(a.v_type, v_row(a, j0 + j), vf + j * a.DV, a.DV);
         }
         for (int64_t i = 0; i < a.n_rows; ++i) {
             const float *q = a.q + i * a.D;

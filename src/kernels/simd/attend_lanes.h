@@ -88,7 +88,7 @@ template <class Vec, fst_type KT, fst_type VT> void attend_lanes(const ChunkArgs
         if (any == 0) continue;
 
         for (int j = 0; j < nb; ++j) {
-            const unsigned char *krow = a.k + size_t(j0 + j) * a.k_stride;
+            const unsigned char *krow = k_row(a, j0 + j);
             for (int64_t c = 0; c < D / W; ++c) Vec::store(kf + j * D + c * W, load_row_chunk<Vec, KT>(krow, c));
         }
         for (int64_t i = nb * D; i < (nb + KK - 1) / KK * KK * D; ++i) kf[i] = 0.0f; // padding keys of a last step
@@ -178,7 +178,7 @@ template <class Vec, fst_type KT, fst_type VT> void attend_lanes(const ChunkArgs
 
         // V rows converted only now, into the space of K's: the kernel's buffers then fit the L1 cache better.
         for (int j = 0; j < nb; ++j) {
-            const unsigned char *vrow = a.v + size_t(j0 + j) * a.v_stride;
+            const unsigned char *vrow = v_row(a, j0 + j);
             for (int64_t c = 0; c < DV / W; ++c) Vec::store(vf + j * DV + c * W, load_row_chunk<Vec, VT>(vrow, c));
         }
 

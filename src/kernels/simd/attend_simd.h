@@ -97,17 +97,40 @@ template <class Vec> inline typename Vec::V pinned_load(const float *p) {
 // Decode streams K and V from DRAM: each row is asked for some keys ahead, one row at a time spread over the
 // arithmetic (prefetching whole blocks at once stalled the core). How far ahead and into which cache level is
 // tuned per CPU kind (kernels/dispatch.cpp). A prefetch never faults, so asking past the end of the keys is harmless.
-struct RowPrefetch {
-    size_t k_ahead = 0, v_ahead = 0; // bytes from a row to the row to prefetch
+// Where the rows of the keys are (Paged: through the chunk's page pointers, see ChunkArgs; a template parameter so
+// that the contiguous case keeps its plain address arithmetic: the run-time test per row cost Q8_0 decode 4 %),
+// and which row to prefetch while key j is read: pf's keys ahead (in pages, past the pointers: the row itself).
+template <bool Paged> struct Rows {
+    static constexpr bool kPaged = Paged;
+    size_t k_ahead = 0, v_ahead = 0; // bytes from a row to the row to prefetch (contiguous rows)
+    int64_t k_keys = 0, v_keys = 0;   // the same in keys
     int64_t k_bytes = 0, v_bytes = 0; // bytes of one row
     bool to_l1 = false;
+    const unsigned char *k(const ChunkArgs &a, int64_t j) const {
+        if constexpr (Paged) return paged_row(a.k_pages, a.page_shift, a.k_stride, j);
+        else return a.k + size_t(j) * a.k_stride;
+    }
+    const unsigned char *v(const ChunkArgs &a, int64_t j) const {
+        if constexpr (Paged) return paged_row(a.v_pages, a.page_shift, a.v_stride, j);
+        else return a.v + size_t(j) * a.v_stride;
+    }
+    const unsigned char *k_ahead_of(const ChunkArgs &a, const unsigned char *row, int64_t j) const {
+        if constexpr (Paged) return j + k_keys < a.paged_keys ? k(a, j + k_keys) : row;
+        else return row + k_ahead;
+    }
+    const unsigned char *v_ahead_of(const ChunkArgs &a, const unsigned char *row, int64_t j) const {
+        if constexpr (Paged) return j + v_keys < a.paged_keys ? v(a, j + v_keys) : row;
+        else return row + v_ahead;
+    }
 };
-template <fst_type KT, fst_type VT> RowPrefetch row_prefetch(const ChunkArgs &a) {
+template <fst_type KT, fst_type VT, bool Paged> Rows<Paged> row_access(const ChunkArgs &a) {
     const PrefetchTuning &t = prefetch_tuning();
     auto keys = [&](fst_type type) { return wide_type(type) ? t.keys_wide : t.keys_quantized; };
-    RowPrefetch pf;
+    Rows<Paged> pf;
     pf.k_ahead = size_t(keys(KT)) * a.k_stride;
     pf.v_ahead = size_t(keys(VT)) * a.v_stride;
+    pf.k_keys = keys(KT);
+    pf.v_keys = keys(VT);
     pf.k_bytes = row_bytes<KT>(a.D);
     pf.v_bytes = row_bytes<VT>(a.DV);
     pf.to_l1 = t.to_l1;
@@ -147,8 +170,8 @@ inline typename Vec::V softcapped(typename Vec::V x, typename Vec::V scale, type
 }
 
 // Raw dot products x[r][j] = q_r . k_j for the keys of `keys` (a bit set over the block) and NR rows.
-template <class Vec, int NR, fst_type KT>
-void block_logits(const ChunkArgs &a, const RowPrefetch &pf, const float *q, int64_t j0, KeyBits keys, float x[][kBlockKeys]) {
+template <class Vec, int NR, fst_type KT, class Rows>
+void block_logits(const ChunkArgs &a, const Rows &pf, const float *q, int64_t j0, KeyBits keys, float x[][kBlockKeys]) {
     using V = typename Vec::V;
     constexpr int K = Vec::kQkKeys;
     const int64_t n_chunks = a.D / Vec::W;
@@ -158,8 +181,8 @@ void block_logits(const ChunkArgs &a, const RowPrefetch &pf, const float *q, int
     for (int t = 0; t < n; t += K) {
         const int nk = K < n - t ? K : n - t;
         const unsigned char *krow[K];
-        for (int u = 0; u < K; ++u) krow[u] = a.k + size_t(j0 + idx[t + (u < nk ? u : nk - 1)]) * a.k_stride;
-        for (int u = 0; u < nk; ++u) prefetch_row(krow[u] + pf.k_ahead, pf.k_bytes, pf.to_l1); // as the full path
+        for (int u = 0; u < K; ++u) krow[u] = pf.k(a, j0 + idx[t + (u < nk ? u : nk - 1)]);
+        for (int u = 0; u < nk; ++u) prefetch_row(pf.k_ahead_of(a, krow[u], j0 + idx[t + u]), pf.k_bytes, pf.to_l1); // as the full path
         V acc[K][kRowsPerGroup];
         for (int u = 0; u < K; ++u)
             for (int r = 0; r < kRowsPerGroup; ++r) acc[u][r] = Vec::zero();
@@ -197,8 +220,8 @@ inline void add_block_sum(const ChunkArgs &a, float *acc, const typename Vec::V 
 // acc_r = acc_r * alpha_r + sum_j p[r][j] v_j over the keys in `keys`, for G vectors of DV starting at vector c0
 // (G a compile-time count so that the NR x G accumulators stay in registers). A key hidden from row r (bit clear in
 // vis[r]) is never multiplied into acc_r, so NaN in its V cannot reach that row.
-template <class Vec, int NR, fst_type VT, int G, bool PrefetchV>
-void values_group(const ChunkArgs &a, const RowPrefetch &pf, float *acc, int64_t j0, KeyBits keys, KeyBits all_rows,
+template <class Vec, int NR, fst_type VT, int G, bool PrefetchV, class Rows>
+void values_group(const ChunkArgs &a, const Rows &pf, float *acc, int64_t j0, KeyBits keys, KeyBits all_rows,
                   const KeyBits *vis, const float p[][kBlockKeys], const float *alpha, int64_t c0) {
     using V = typename Vec::V;
     V o[NR][G]; // this block's sum alone, added to the rescaled earlier sum at the end (see add_block_sum)
@@ -207,8 +230,8 @@ void values_group(const ChunkArgs &a, const RowPrefetch &pf, float *acc, int64_t
     // Keys in order (so a row's sum never depends on what other rows see); a key every row sees takes plain FMAs.
     for (KeyBits b = keys; b; b &= b - 1) {
         const int j = __builtin_ctzll(b);
-        const unsigned char *vrow = a.v + size_t(j0 + j) * a.v_stride;
-        if constexpr (PrefetchV) prefetch_row(vrow + pf.v_ahead, pf.v_bytes, pf.to_l1);
+        const unsigned char *vrow = pf.v(a, j0 + j);
+        if constexpr (PrefetchV) prefetch_row(pf.v_ahead_of(a, vrow, j0 + j), pf.v_bytes, pf.to_l1);
         V vv[G];
         for (int u = 0; u < G; ++u) vv[u] = load_row_chunk<Vec, VT>(vrow, c0 + u);
         if ((all_rows >> j) & 1u) {
@@ -228,8 +251,8 @@ void values_group(const ChunkArgs &a, const RowPrefetch &pf, float *acc, int64_t
     add_block_sum<Vec, NR, G>(a, acc, o, alpha, c0);
 }
 
-template <class Vec, int NR, fst_type VT>
-void block_values(const ChunkArgs &a, const RowPrefetch &pf, float *acc, int64_t j0, KeyBits keys, const KeyBits *vis,
+template <class Vec, int NR, fst_type VT, class Rows>
+void block_values(const ChunkArgs &a, const Rows &pf, float *acc, int64_t j0, KeyBits keys, const KeyBits *vis,
                   const float p[][kBlockKeys], const float *alpha) {
     constexpr int G = wide_type(VT) ? Vec::kPvChunksWide : Vec::kPvChunks;
     const int64_t n_chunks = a.DV / Vec::W;
@@ -254,20 +277,21 @@ void block_values(const ChunkArgs &a, const RowPrefetch &pf, float *acc, int64_t
 // key count (a run-time count for every block measured 4-8 % slower, kernel alone). With `keys` (Short only), the
 // n_keys keys are those block positions, which every row sees while the others see none of them (a mask hiding
 // other sequences' cells): the same code over the visible keys, each logit stored at its key's position.
-template <class Vec, int NR, fst_type KT, bool Short>
-void block_logits_full(const ChunkArgs &a, const RowPrefetch &pf, const float *q, int64_t j0, int n_keys, float x[][kBlockKeys],
+template <class Vec, int NR, fst_type KT, bool Short, class Rows>
+void block_logits_full(const ChunkArgs &a, const Rows &pf, const float *q, int64_t j0, int n_keys, float x[][kBlockKeys],
                        const int *keys = nullptr) {
     const int nb = Short ? n_keys : kBlockKeys;
     using V = typename Vec::V;
     constexpr int K = Vec::kQkKeys;
     const int64_t n_chunks = a.D / Vec::W;
-    const unsigned char *k0 = a.k + size_t(j0) * a.k_stride;
+    const unsigned char *k0 = a.k + size_t(j0) * a.k_stride; // contiguous rows: the block's first
     for (int t = 0; t < nb; t += K) {
         const unsigned char *krow[K];
         for (int u = 0; u < K; ++u) {
             const int i = !Short || t + u < nb ? t + u : nb - 1;
-            krow[u] = k0 + size_t(keys ? keys[i] : i) * a.k_stride;
-            prefetch_row(krow[u] + pf.k_ahead, pf.k_bytes, pf.to_l1);
+            const int64_t j = keys ? keys[i] : i;
+            krow[u] = Rows::kPaged ? pf.k(a, j0 + j) : k0 + size_t(j) * a.k_stride;
+            prefetch_row(pf.k_ahead_of(a, krow[u], j0 + j), pf.k_bytes, pf.to_l1);
         }
         V acc[K][4];
         for (int u = 0; u < K; ++u)
@@ -350,8 +374,8 @@ void block_logits_full(const ChunkArgs &a, const RowPrefetch &pf, const float *q
 // V rows ahead (one pass per block does). A template parameter, so that each pass is its own loop (GCC 12 cloned
 // it per value on its own, until the function gained the Short variants).
 // With `keys` (Short only): the n_keys keys at those block positions, as block_logits_full takes them.
-template <class Vec, int NR, fst_type VT, int G, bool Short, bool PrefetchV>
-void values_group_full(const ChunkArgs &a, const RowPrefetch &pf, float *acc, int64_t j0, int n_keys,
+template <class Vec, int NR, fst_type VT, int G, bool Short, bool PrefetchV, class Rows>
+void values_group_full(const ChunkArgs &a, const Rows &pf, float *acc, int64_t j0, int n_keys,
                        const float p[][kBlockKeys], const float *alpha, int64_t c0, const int *keys) {
     const int nb = Short ? n_keys : kBlockKeys;
     using V = typename Vec::V;
@@ -359,14 +383,14 @@ void values_group_full(const ChunkArgs &a, const RowPrefetch &pf, float *acc, in
     for (int r = 0; r < NR; ++r)
         for (int u = 0; u < G; ++u) o[r][u] = Vec::zero();
     auto key = [&](int j) { return Short && keys ? keys[j] : j; }; // the block position of the j-th key
-    auto row = [&](int j) { return a.v + size_t(j0 + key(j)) * a.v_stride; };
+    auto row = [&](int j) { return pf.v(a, j0 + key(j)); };
     constexpr bool prepped = G % 2 == 0 && !wide_type(VT); // quantized rows: blocks prepared a row ahead (block_prep)
     V prep[G / 2 + 1];
     if constexpr (prepped)
         for (int u = 0; u < G; u += 2) prep[u / 2] = block_prep<Vec, VT>(row(0), c0 + u);
     for (int j = 0; j < nb; ++j) {
         const unsigned char *vrow = row(j);
-        if constexpr (PrefetchV) prefetch_row(vrow + pf.v_ahead, pf.v_bytes, pf.to_l1);
+        if constexpr (PrefetchV) prefetch_row(pf.v_ahead_of(a, vrow, j0 + key(j)), pf.v_bytes, pf.to_l1);
         V vv[G];
         if constexpr (prepped) {
             const unsigned char *next = j + 1 < nb ? row(j + 1) : vrow; // at the end: unused
@@ -387,8 +411,8 @@ void values_group_full(const ChunkArgs &a, const RowPrefetch &pf, float *acc, in
     add_block_sum<Vec, NR, G>(a, acc, o, alpha, c0);
 }
 
-template <class Vec, int NR, fst_type VT, bool Short>
-void block_values_full(const ChunkArgs &a, const RowPrefetch &pf, float *acc, int64_t j0, int nb,
+template <class Vec, int NR, fst_type VT, bool Short, class Rows>
+void block_values_full(const ChunkArgs &a, const Rows &pf, float *acc, int64_t j0, int nb,
                        const float p[][kBlockKeys], const float *alpha, const int *keys = nullptr) {
     constexpr int G = wide_type(VT) ? Vec::kPvChunksWide : Vec::kPvChunks;
     const int64_t n_chunks = a.DV / Vec::W;
@@ -493,7 +517,7 @@ inline bool same_keys_every_row(const KeyBits *vis, int n, KeyBits any) {
 }
 
 // Row group r0 (the same rows in every range) over the ranges in order.
-template <class Vec, int NR, fst_type KT, fst_type VT>
+template <class Vec, int NR, fst_type KT, fst_type VT, bool Paged>
 void attend_rows(const KeyRange *ranges, int n_ranges, int64_t r0) {
     struct Block {
         const ChunkArgs *a;
@@ -516,22 +540,22 @@ void attend_rows(const KeyRange *ranges, int n_ranges, int64_t r0) {
             const Block &b = blocks[i];
             const ChunkArgs &a = *b.a;
             float *acc = a.acc + r0 * a.DV;
-            if (b.full && b.nb == kBlockKeys) block_values_full<Vec, NR, VT, false>(a, row_prefetch<KT, VT>(a), acc, b.j0, b.nb, w[i], b.alpha);
-            else if (b.full) block_values_full<Vec, NR, VT, true>(a, row_prefetch<KT, VT>(a), acc, b.j0, b.nb, w[i], b.alpha);
+            if (b.full && b.nb == kBlockKeys) block_values_full<Vec, NR, VT, false>(a, row_access<KT, VT, Paged>(a), acc, b.j0, b.nb, w[i], b.alpha);
+            else if (b.full) block_values_full<Vec, NR, VT, true>(a, row_access<KT, VT, Paged>(a), acc, b.j0, b.nb, w[i], b.alpha);
             else if (same_keys_every_row(b.vis, NR, b.any)) { // the keys block_logits_full took by position
                 int keys[kBlockKeys];
                 int n = 0;
                 for (KeyBits k = b.any; k; k &= k - 1) keys[n++] = __builtin_ctzll(k);
-                block_values_full<Vec, NR, VT, true>(a, row_prefetch<KT, VT>(a), acc, b.j0, n, w[i], b.alpha, keys);
+                block_values_full<Vec, NR, VT, true>(a, row_access<KT, VT, Paged>(a), acc, b.j0, n, w[i], b.alpha, keys);
             } else
-                block_values<Vec, NR, VT>(a, row_prefetch<KT, VT>(a), acc, b.j0, b.any, b.vis, w[i], b.alpha);
+                block_values<Vec, NR, VT>(a, row_access<KT, VT, Paged>(a), acc, b.j0, b.any, b.vis, w[i], b.alpha);
         }
         n_blocks = 0;
     };
     for (int g = 0; g < n_ranges; ++g) {
         const ChunkArgs &a = *ranges[g].a;
         const float *q = a.q + r0 * a.D;
-        const RowPrefetch pf = row_prefetch<KT, VT>(a);
+        const Rows<Paged> pf = row_access<KT, VT, Paged>(a);
         for (int64_t j0 = ranges[g].j_begin; j0 < ranges[g].j_end; j0 += kBlockKeys) {
             const int nb = int(min64(kBlockKeys, ranges[g].j_end - j0));
             Block &b = blocks[n_blocks];
@@ -566,27 +590,31 @@ void attend_rows(const KeyRange *ranges, int n_ranges, int64_t r0) {
     finish_span();
 }
 
-template <class Vec, int NR, fst_type KT> void attend_rows_v(const KeyRange *ranges, int n_ranges, int64_t r0) {
+template <class Vec, int NR, fst_type KT, bool Paged> void attend_rows_v(const KeyRange *ranges, int n_ranges, int64_t r0) {
     switch (ranges[0].a->v_type) {
-    case FST_TYPE_F32: return attend_rows<Vec, NR, KT, FST_TYPE_F32>(ranges, n_ranges, r0);
-    case FST_TYPE_F16: return attend_rows<Vec, NR, KT, FST_TYPE_F16>(ranges, n_ranges, r0);
-    case FST_TYPE_BF16: return attend_rows<Vec, NR, KT, FST_TYPE_BF16>(ranges, n_ranges, r0);
-    case FST_TYPE_Q8_0: return attend_rows<Vec, NR, KT, FST_TYPE_Q8_0>(ranges, n_ranges, r0);
-    default: return attend_rows<Vec, NR, KT, FST_TYPE_Q4_0>(ranges, n_ranges, r0);
+    case FST_TYPE_F32: return attend_rows<Vec, NR, KT, FST_TYPE_F32, Paged>(ranges, n_ranges, r0);
+    case FST_TYPE_F16: return attend_rows<Vec, NR, KT, FST_TYPE_F16, Paged>(ranges, n_ranges, r0);
+    case FST_TYPE_BF16: return attend_rows<Vec, NR, KT, FST_TYPE_BF16, Paged>(ranges, n_ranges, r0);
+    case FST_TYPE_Q8_0: return attend_rows<Vec, NR, KT, FST_TYPE_Q8_0, Paged>(ranges, n_ranges, r0);
+    default: return attend_rows<Vec, NR, KT, FST_TYPE_Q4_0, Paged>(ranges, n_ranges, r0);
     }
 }
 
-// The ranges' chunks share their rows (n_rows, q) and their K and V types.
+// The ranges' chunks share their rows (n_rows, q), their K and V types and whether their rows are paged.
 template <class Vec> void attend_rows_kv(const KeyRange *ranges, int n_ranges, int64_t r0) {
     const ChunkArgs &a = *ranges[0].a;
-    auto with_rows = [&]<int NR>() {
+    auto with_types = [&]<int NR, bool Paged>() {
         switch (a.k_type) {
-        case FST_TYPE_F32: return attend_rows_v<Vec, NR, FST_TYPE_F32>(ranges, n_ranges, r0);
-        case FST_TYPE_F16: return attend_rows_v<Vec, NR, FST_TYPE_F16>(ranges, n_ranges, r0);
-        case FST_TYPE_BF16: return attend_rows_v<Vec, NR, FST_TYPE_BF16>(ranges, n_ranges, r0);
-        case FST_TYPE_Q8_0: return attend_rows_v<Vec, NR, FST_TYPE_Q8_0>(ranges, n_ranges, r0);
-        default: return attend_rows_v<Vec, NR, FST_TYPE_Q4_0>(ranges, n_ranges, r0);
+        case FST_TYPE_F32: return attend_rows_v<Vec, NR, FST_TYPE_F32, Paged>(ranges, n_ranges, r0);
+        case FST_TYPE_F16: return attend_rows_v<Vec, NR, FST_TYPE_F16, Paged>(ranges, n_ranges, r0);
+        case FST_TYPE_BF16: return attend_rows_v<Vec, NR, FST_TYPE_BF16, Paged>(ranges, n_ranges, r0);
+        case FST_TYPE_Q8_0: return attend_rows_v<Vec, NR, FST_TYPE_Q8_0, Paged>(ranges, n_ranges, r0);
+        default: return attend_rows_v<Vec, NR, FST_TYPE_Q4_0, Paged>(ranges, n_ranges, r0);
         }
+    };
+    auto with_rows = [&]<int NR>() {
+        if (a.k_pages != nullptr) return with_types.template operator()<NR, true>();
+        return with_types.template operator()<NR, false>();
     };
     switch (min64(kRowsPerGroup, a.n_rows - r0)) {
     case 1: return with_rows.template operator()<1>();
@@ -637,7 +665,8 @@ template <class Vec> void attend_chunk(const ChunkArgs &a) {
 template <class Vec> void attend_chunks(const ChunkArgs *chunks, int n) {
     bool together = n > 1 && n <= kMaxBatchChunks && chunks[0].n_rows <= kRowsPerGroup;
     for (int i = 1; i < n && together; ++i)
-        together = chunks[i].k_type == chunks[0].k_type && chunks[i].v_type == chunks[0].v_type;
+        together = chunks[i].k_type == chunks[0].k_type && chunks[i].v_type == chunks[0].v_type &&
+                   (chunks[i].k_pages == nullptr) == (chunks[0].k_pages == nullptr);
     if (!together) {
         for (int i = 0; i < n; ++i) attend_chunk<Vec>(chunks[i]);
         return;
