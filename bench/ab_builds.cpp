@@ -34,6 +34,7 @@ struct Build {
     decltype(&fst_state_init) state_init = nullptr;
     decltype(&fst_attn_with_state) attn = nullptr;
     decltype(&fst_attn_segments) attn_segments = nullptr;
+    decltype(&fst_attn_paged) attn_paged = nullptr; // with --paged only (older builds lack it)
     decltype(&fst_last_error) last_error = nullptr;
     std::vector<double> ms;
     std::vector<float> out;
@@ -47,7 +48,7 @@ template <class F> void load_symbol(void *lib, const char *name, F &f, const std
     }
 }
 
-Build load(const std::string &path) {
+Build load(const std::string &path, bool paged) {
     void *lib = dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL);
     if (lib == nullptr) {
         std::fprintf(stderr, "%s\n", dlerror());
@@ -61,6 +62,7 @@ Build load(const std::string &path) {
     load_symbol(lib, "fst_attn_with_state", b.attn, path);
     load_symbol(lib, "fst_attn_segments", b.attn_segments, path);
     load_symbol(lib, "fst_last_error", b.last_error, path);
+    if (paged) load_symbol(lib, "fst_attn_paged", b.attn_paged, path);
     return b;
 }
 
@@ -76,6 +78,8 @@ uint16_t f16_of_negative_integer(int64_t n) {
 struct Options {
     fst_type type = FST_TYPE_F16;
     int64_t n_kv = 32768, n_q = 1, segments = 1, buffer_mib = 2048;
+    int64_t page_keys = 0; // --paged
+    bool pages_in_order = false, first_contiguous = false;
     bool multiseg = false, mask = false, alibi = false;
     int64_t mask_every = 1;
     float softcap = 0.0f;
@@ -95,6 +99,10 @@ struct Options {
         "  --n-q N         query positions per head [1]\n"
         "  --segments S    the keys in S equal segments, one fst_attn_with_state call each [1]\n"
         "  --multiseg      the S segments in one fst_attn_segments call instead\n"
+        "  --paged P       the keys in pages of P keys placed in a random order, one fst_attn_paged call\n"
+        "  --pages-in-order  with --paged: page i holds keys [i P, (i + 1) P) (the memory of a contiguous cache)\n"
+        "  --first-contiguous  with --paged: the first build makes the contiguous call over the same copy instead\n"
+        "                  (the paged call's cost over the contiguous one; outputs differ when pages are shuffled)\n"
         "  --mask          an F16 causal mask tensor (query positions at the end of the keys)\n"
         "  --softcap C     fst_attn_params.softcap (logit softcapping, as Gemma 2's 50) [0: off]\n"
         "  --mask-every N  the causal mask also hides every key j with j %% N != 0 (as other sequences' cells of a\n"
@@ -123,6 +131,9 @@ Options parse(int argc, char **argv) {
         else if (a == "--n-q") o.n_q = std::atoll(value());
         else if (a == "--segments") o.segments = std::atoll(value());
         else if (a == "--multiseg") o.multiseg = true;
+        else if (a == "--paged") o.page_keys = std::atoll(value());
+        else if (a == "--pages-in-order") o.pages_in_order = true;
+        else if (a == "--first-contiguous") o.first_contiguous = true;
         else if (a == "--mask") o.mask = true;
         else if (a == "--alibi") o.mask = o.alibi = true;
         else if (a == "--mask-every") o.mask = true, o.mask_every = std::max<int64_t>(1, std::atoll(value()));
@@ -133,7 +144,9 @@ Options parse(int argc, char **argv) {
         else if (!a.empty() && a[0] == '-') usage(2);
         else o.builds.push_back(a);
     }
-    if (o.builds.size() < 2 || o.n_kv < 1 || o.n_q < 1 || o.segments < 1 || o.n_kv % o.segments != 0 || o.rounds < 1) usage(2);
+    if (o.builds.size() < 2 || o.n_kv < 1 || o.n_q < 1 || o.segments < 1 || o.n_kv % o.segments != 0 || o.rounds < 1 ||
+        o.page_keys < 0 || (o.page_keys > 0 && (o.n_kv % o.page_keys != 0 || o.segments != 1)))
+        usage(2);
     return o;
 }
 
@@ -148,7 +161,7 @@ int main(int argc, char **argv) {
     const Options o = parse(argc, argv);
     constexpr int64_t D = 128, H = 32, HKV = 8;
     std::vector<Build> builds;
-    for (const std::string &path : o.builds) builds.push_back(load(path));
+    for (const std::string &path : o.builds) builds.push_back(load(path, o.page_keys > 0));
 
     // K and V: random rows; quantized blocks get a small scale, so that logits stay moderate.
     const int64_t block = o.type == FST_TYPE_F16 ? 0 : o.type == FST_TYPE_Q8_0 ? 34 : 18;
@@ -196,6 +209,11 @@ int main(int argc, char **argv) {
         }
 
     const int64_t len = o.n_kv / o.segments;
+    // --paged: page i of every head is rows [table[i] * P, (table[i] + 1) * P) of the copy.
+    const int64_t n_pages = o.page_keys > 0 ? o.n_kv / o.page_keys : 0;
+    std::vector<int32_t> table(static_cast<size_t>(n_pages));
+    for (int64_t i = 0; i < n_pages; ++i) table[size_t(i)] = int32_t(i);
+    if (!o.pages_in_order) std::shuffle(table.begin(), table.end(), std::mt19937(5));
     std::vector<float> state(size_t(2 * H * o.n_q));
     int next_copy = 0;
     auto run = [&](Build &b) {
@@ -227,7 +245,19 @@ int main(int argc, char **argv) {
         std::this_thread::sleep_for(std::chrono::milliseconds(2));
         const auto t0 = std::chrono::steady_clock::now();
         fst_status st = b.state_init(&ts, &to);
-        if (o.multiseg) st = st != FST_OK ? st : b.attn_segments(&p, &tq, segs.data(), o.segments, nullptr, &ts, &to);
+        if (o.page_keys > 0 && !(o.first_contiguous && &b == &builds[0])) {
+            fst_tensor pages[2] = {tk[0], tv[0]};
+            for (fst_tensor &t : pages) {
+                t.ne[1] = o.page_keys;
+                t.ne[3] = n_pages;
+                t.nb[3] = size_t(o.page_keys) * t.nb[1];
+            }
+            fst_tensor tt = b.tensor(FST_TYPE_I32, n_pages, 1, 1, 1, table.data());
+            const fst_paged_kv kv{&pages[0], &pages[1], &tt, o.n_kv};
+            st = st != FST_OK ? st : b.attn_paged(&p, &tq, &kv, o.mask ? &tm[0] : nullptr, nullptr, &ts, &to);
+        } else if (o.page_keys > 0) { // --first-contiguous: the same copy's keys as one contiguous call
+            st = st != FST_OK ? st : b.attn(&p, &tq, &tk[0], &tv[0], o.mask ? &tm[0] : nullptr, nullptr, &ts, &to);
+        } else if (o.multiseg) st = st != FST_OK ? st : b.attn_segments(&p, &tq, segs.data(), o.segments, nullptr, &ts, &to);
         else
             for (int64_t s = 0; s < o.segments && st == FST_OK; ++s)
                 st = b.attn(&p, &tq, &tk[size_t(s)], &tv[size_t(s)], segs[size_t(s)].mask, nullptr, &ts, &to);
@@ -243,6 +273,7 @@ int main(int argc, char **argv) {
     for (int r = 0; r < o.rounds; ++r)
         for (size_t i = 0; i < n; ++i) run(builds[(size_t(r) + i) % n]);
 
+    if (o.page_keys > 0) std::printf("pages of %lld keys in a random order, one fst_attn_paged call; ", (long long)o.page_keys);
     std::printf("%s K/V, n_kv %lld, n_q %lld, %lld segment(s)%s%s%s, threads %d, %d rounds, %d copies of %.1f MiB\n",
                 o.type == FST_TYPE_F16 ? "f16" : o.type == FST_TYPE_Q8_0 ? "q8_0" : "q4_0", (long long)o.n_kv, (long long)o.n_q, (long long)o.segments,
                 o.multiseg ? " in one fst_attn_segments call" : "", o.alibi ? ", ALiBi causal mask tensor" : o.mask ? ", causal mask tensor" : "",
