@@ -14,7 +14,7 @@ build="${FLASHSTATE_FUZZ_DIR:-$(dirname "${FLASHSTATE_BUILD_DIR:-$repo/build}")/
 seconds="${FUZZ_SECONDS:-45}"
 jobs="${FUZZ_JOBS:-1}"
 targets=("$@")
-((${#targets[@]})) || targets=(fuzz_attention fuzz_merge fuzz_sinks fuzz_lse fuzz_quant fuzz_cache)
+((${#targets[@]})) || targets=(fuzz_attention fuzz_paged fuzz_merge fuzz_sinks fuzz_lse fuzz_quant fuzz_cache)
 
 packages=(clang-14 libclang-rt-14-dev cmake ninja-build)
 missing=()
