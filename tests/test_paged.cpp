@@ -5,6 +5,7 @@
 // are refused with a message that names them, leaving the outputs untouched.
 #include "support/cases.h"
 
+#include <flashstate/flashstate.hpp>
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -286,4 +287,29 @@ TEST(Paged, BadPoolsAndPageTablesAreRefused) {
     Result r{pb.make_state(), pb.make_out()};
     EXPECT_EQ(fst_attn_paged(&p, &q, nullptr, nullptr, nullptr, &r.state.t, &r.out.t), FST_ERR_INVALID_ARGUMENT);
     EXPECT_NE(std::string(fst_last_error()).find("kv"), std::string::npos);
+}
+
+// The C++ layer's wrappers: the same bits, a Status with the message, an Error thrown.
+TEST(Paged, CppLayer) {
+    Spec s;
+    s.D = s.DV = 32;
+    s.n_kv = 70;
+    s.n_head = 2;
+    make_consistent(s);
+    const Problem pb(s, 8);
+    std::mt19937 rng(2);
+    Paged pg(pb, 16, false, rng);
+    const Result want = paged(pb, pg, 1);
+    Result got{pb.make_state(), pb.make_out()};
+    flashstate::state_init(got.state.t, got.out.t);
+    const fst_attn_params p = pb.params();
+    const fst_tensor q = pb.q();
+    flashstate::attn_paged(p, q, pg.kv, nullptr, pb.sinks(), got.state.t, got.out.t);
+    EXPECT_TRUE(same_bytes(got.out, want.out) && same_bytes(got.state, want.state));
+    const int32_t bad = 99;
+    std::memcpy(pg.entry(0, 0), &bad, 4);
+    const flashstate::Status st = flashstate::try_attn_paged(p, q, pg.kv, nullptr, nullptr, got.state.t, got.out.t);
+    EXPECT_FALSE(st.ok());
+    EXPECT_NE(st.message().find("kv.page_table"), std::string::npos) << st.message();
+    EXPECT_THROW(flashstate::attn_paged_part(p, q, pg.kv, nullptr, nullptr, got.state.t, got.out.t, 0, 1), flashstate::Error);
 }
