@@ -181,7 +181,7 @@ TEST(Paged, SeveralChunksEveryPageSize) {
             s.n_kv = 2500;
             s.q_pos0 = s.n_kv - 1;
             const Problem pb(s, uint32_t(n_q));
-            check_reference(pb, describe(s));
+            if (n_q == 1) check_reference(pb, describe(s)); // (10 rows: the slow double reference's 90 % of the test)
             for (int64_t page_keys : {16, 64, 256, 1024, 4096})
                 check(pb, page_keys, page_keys == 64, rng, name(s, page_keys, page_keys == 64));
         }
