@@ -313,3 +313,42 @@ TEST(Paged, CppLayer) {
     EXPECT_NE(st.message().find("kv.page_table"), std::string::npos) << st.message();
     EXPECT_THROW(flashstate::attn_paged_part(p, q, pg.kv, nullptr, nullptr, got.state.t, got.out.t, 0, 1), flashstate::Error);
 }
+
+// Sequences sharing the pages of a common prefix (as prefix caching keeps them): both tables list the same pages.
+TEST(Paged, SequencesSharingPages) {
+    std::mt19937 rng(4);
+    Spec s;
+    s.D = s.DV = 64;
+    s.n_kv = 1200;
+    s.n_head = 4;
+    s.n_head_kv = 2;
+    s.n_seq = s.n_seq_kv = 2;
+    s.k_type = FST_TYPE_Q8_0;
+    s.v_type = FST_TYPE_F16;
+    make_consistent(s);
+    s.n_kv = 1200;
+    Problem pb(s, 21);
+    const int64_t page_keys = 32, shared_pages = 20; // the first 640 keys
+    const size_t k_bytes = pb.k_buf.t.nb[0] * size_t(s.D / 32), v_bytes = 2 * size_t(s.DV);
+    for (int64_t h = 0; h < s.n_head_kv; ++h)
+        for (int64_t j = 0; j < shared_pages * page_keys; ++j) {
+            std::memcpy(pb.k_buf.row(j, h, 1), pb.k_buf.row(j, h, 0), k_bytes);
+            std::memcpy(pb.v_buf.row(j, h, 1), pb.v_buf.row(j, h, 0), v_bytes);
+        }
+    Paged pg(pb, page_keys, false, rng);
+    for (int64_t i = 0; i < shared_pages; ++i) { // sequence 1's own copies are no longer listed: NaN them
+        int32_t own;
+        std::memcpy(&own, pg.entry(i, 1), 4);
+        for (int64_t h = 0; h < s.n_head_kv; ++h)
+            for (int64_t r = 0; r < page_keys; ++r) {
+                std::memset(pg.k_pool.row(r, h, own), 0xff, k_bytes);
+                std::memset(pg.v_pool.row(r, h, own), 0xff, v_bytes);
+            }
+        std::memcpy(pg.entry(i, 1), pg.entry(i, 0), 4);
+    }
+    const Result want = contiguous(pb, 1);
+    for (int threads : {1, 2}) {
+        const Result got = paged(pb, pg, threads);
+        EXPECT_TRUE(same_bytes(got.out, want.out) && same_bytes(got.state, want.state)) << threads << " threads";
+    }
+}
