@@ -43,9 +43,10 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     const int64_t n_head_kv = 1 + in.u8() % 3, n_head = n_head_kv * (1 + in.u8() % 4);
     const int64_t n_seq_kv = 1 + in.u8() % 2, n_seq = n_seq_kv * (1 + in.u8() % 2);
     std::string must_reject;
-    int64_t page_keys = int64_t(16) << (in.u8() % 3);
-    if (in.rare()) page_keys = in.pick<int64_t>({8, 24, 1, 48});
-    const int64_t n_pages = 1 + in.u8() % 12, n_table = 1 + in.u8() % 48;
+    int64_t page_keys = int64_t(1) << (in.u8() % 7);
+    if (in.rare()) page_keys = in.pick<int64_t>({24, 3, 48, 12});
+    const int64_t n_pages = 1 + in.u8() % 12;
+    const int64_t n_table = 1 + (in.u8() % 48) * std::max<int64_t>(1, 32 / std::max<int64_t>(page_keys, 1)); // small pages: long tables
     int64_t n_kv = std::min<int64_t>(in.u16() % 1500, n_table * page_keys); // up to two kernel chunks
     const int64_t rows = n_q * n_head * n_seq;
     n_kv = std::min(n_kv, kMaxWork / (rows * (D + DV)));
@@ -117,7 +118,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     if (fill == Fill::Finite) make_states_valid(state, rng);
     // Judged from the views as passed (a hostile edit may have changed their extents).
     const int64_t pk_seen = k.t.ne[1];
-    if ((pk_seen < 16 || (pk_seen & (pk_seen - 1)) != 0) && must_reject.empty())
+    if ((pk_seen < 1 || (pk_seen & (pk_seen - 1)) != 0) && must_reject.empty())
         must_reject = "page size " + std::to_string(pk_seen);
     if (pk_seen > 0 && n_kv > 0 && table.t.ne[0] >= 0 && table.t.ne[0] < (n_kv + pk_seen - 1) / pk_seen && must_reject.empty())
         must_reject = "a page table too short";

@@ -65,8 +65,8 @@ def attention(mode=0, types=(0, 0, 0), D=64, DV=64, n_q=4, n_head_kv=2, heads_pe
 
 
 def paged(part=0, types=(1, 1), D=128, DV=128, n_q=1, n_head_kv=2, heads_per_kv=4, n_seq_kv=1, seqs_per_kv=1,
-          page=0, n_pages=12, n_table=6, n_kv=80, features=0, seed=1, threads=1, isa=0, nth=1, ith=0):
-    """fuzz_paged: page is 16 << page; features: bit 0 mask, 1 sinks, 2 causal; every view plain (zeros)."""
+          page=4, n_pages=12, n_table=6, n_kv=80, features=0, seed=1, threads=1, isa=0, nth=1, ith=0):
+    """fuzz_paged: pages of 1 << page keys; features: bit 0 mask, 1 sinks, 2 causal; every view plain (zeros)."""
     b = bytes([part, *types, D // 32 - 1, DV // 32 - 1, n_q - 1, n_head_kv - 1, heads_per_kv - 1, n_seq_kv - 1,
                seqs_per_kv - 1, page, 0, n_pages - 1, n_table - 1]) + u16(n_kv) + bytes([0, features]) + u64(seed)
     b += bytes([0, threads - 1, isa])
@@ -214,12 +214,14 @@ SEEDS = {
     },
     'fuzz_paged': {
         'f16-decode-16-key-pages': paged(),
-        'q8_0-q4_0-32-key-pages-mask-sinks-2-threads': paged(types=(3, 4), D=64, DV=32, page=1, n_kv=150, features=3,
+        'q8_0-q4_0-32-key-pages-mask-sinks-2-threads': paged(types=(3, 4), D=64, DV=32, page=5, n_kv=150, features=3,
                                                              threads=2),
         'bf16-f32-prefill-causal-two-sequences-parts': paged(part=1, types=(2, 0), D=32, DV=64, n_q=5, n_head_kv=1,
-                                                             heads_per_kv=2, n_seq_kv=2, page=2, n_pages=5, n_table=3,
+                                                             heads_per_kv=2, n_seq_kv=2, page=6, n_pages=5, n_table=3,
                                                              n_kv=190, features=4, nth=3, ith=1),
         'no-keys': paged(n_kv=0),
+        'token-level-pages-two-chunks': paged(types=(1, 1), D=32, DV=32, n_head_kv=1, heads_per_kv=1, page=0,
+                                              n_pages=12, n_table=48, n_kv=1400),
     },
     'fuzz_cache': {
         'ops-f16-q8_0-n_keep-append-attn-save': cache_ops(

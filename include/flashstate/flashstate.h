@@ -147,7 +147,7 @@ FST_API fst_status fst_attn_segments_part(const fst_attn_params *p, const fst_te
  * lists its pages in key order. Key j of KV sequence s is row j % page_keys of page page_table[j / page_keys, s]. */
 typedef struct fst_paged_kv {
     const fst_tensor *k, *v;       /* the pages: [D, page_keys, n_head_kv, n_pages], [DV, page_keys, n_head_kv, n_pages];
-                                    * any K/V types; page_keys a power of two >= 16 */
+                                    * any K/V types; page_keys a power of two (1 for token-level pages) */
     const fst_tensor *page_table;  /* I32 [>= ceil(n_kv / page_keys), n_seq_kv], every entry used in [0, n_pages) */
     int64_t n_kv;                  /* keys of each KV sequence (a mask or positions hide some per row) */
 } fst_paged_kv;

@@ -1,5 +1,4 @@
 #include "attention/plan.h"
-#include "attention/tile.h"
 
 #include <algorithm>
 #include <bit>
@@ -77,6 +76,12 @@ void make_plan(const AttnProblem &P, Plan &plan) {
     const size_t stored_floats = plan.tiles.size() * size_t(plan.total_pieces) * size_t(plan.max_tile_rows) * size_t(P.DV + 2);
     plan.split = plan.runs.size() > 1 && (long_segment || stored_floats <= Plan::kMaxGroupedFloats);
     plan.tree_levels = int(std::bit_width(uint64_t(max_leaves))) + 1;
+    plan.chunk_pages = 0;
+    for (const Segment &S : P.segments)
+        if (S.paged && (int64_t(1) << S.page_shift) < kernels::kChunkKeys) {
+            const int64_t pages = ((kernels::kChunkKeys + kPagedAheadKeys) >> S.page_shift) + 1;
+            plan.chunk_pages = std::max(plan.chunk_pages, (pages + 7) / 8 * 8); // 64-byte multiples keep `kernel` aligned
+        }
 
     // The best level that handles these head sizes (e.g. D = 40: AVX2 when AVX-512 needs multiples of 16).
     plan.kernels = &kernels::select_kernels(P.params.isa);
@@ -91,7 +96,7 @@ void make_plan(const AttnProblem &P, Plan &plan) {
                        + 2 * T * plan.slot_floats                                // a piece's and a segment's result
                        + plan.kernels->scratch_floats(P.D, P.DV, int64_t(T))
                        + 4 * T // lo / hi (int32, stored in float slots)
-                       + 2 * 2 * size_t(kMaxChunkPages) // K and V page pointers of a paged chunk (2 float slots each)
+                       + 2 * 2 * size_t(plan.chunk_pages) // K and V page pointers of a paged chunk (2 float slots each)
                        + size_t(kernels::kMaxBatchChunks * Plan::kMaxBatchRows) * (2 * size_t(P.DV) + 6); // short-segment batches
 }
 

@@ -35,6 +35,10 @@ struct SegmentPlan {
     bool needs_bias = false; // a mask tensor or a kv_pos tensor: per-key bias values
 };
 
+// Paged K/V (fst_attn_paged): a chunk's page pointers cover its keys and kPagedAheadKeys after them (the rows the
+// kernels prefetch ahead).
+constexpr int64_t kPagedAheadKeys = 64;
+
 struct Plan {
     static constexpr int64_t kTileRows = 32;
     static constexpr int64_t kTargetItems = 32;    // enough independent work items for the threads of one machine
@@ -52,6 +56,7 @@ struct Plan {
     int tree_levels = 0;       // slots of a merge tree over chunks or over pieces
     size_t tile_floats = 0;    // per-worker scratch to run one tile's pieces (see tile.h's TileScratch)
     size_t slot_floats = 0;    // one partial state: M, S, O[DV]
+    int64_t chunk_pages = 0;   // page pointers a paged chunk needs (tile.cpp's set_chunk_rows), a multiple of 8
     const kernels::KernelTable *kernels = nullptr;
 
     // Row i of a tile, ordered (sequence, query row, head) so that a tile holds few distinct query positions.

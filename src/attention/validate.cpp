@@ -204,8 +204,7 @@ void validate_paged_attention(AttnProblem &P, const fst_attn_params *p, const fs
     const fst_tensor *k = kv->k, *v = kv->v, *table = kv->page_table;
     expect_extent("kv.k", k, 0, P.D, "q.ne[0], D");
     const int64_t page_keys = k->ne[1], n_pages = k->ne[3];
-    if (page_keys < 16 || !std::has_single_bit(uint64_t(page_keys)))
-        fail("kv.k", "ne[1]", page_keys, "a power of two >= 16 (keys per page)");
+    if (!std::has_single_bit(uint64_t(page_keys))) fail("kv.k", "ne[1]", page_keys, "a power of two (keys per page)");
     expect_extent("out", out, 0, v->ne[0], ".ne[0], DV", "kv.v");
     expect_extent("kv.v", v, 1, page_keys, ".ne[1], keys per page", "kv.k");
     expect_extent("kv.v", v, 2, k->ne[2], ".ne[2], n_head_kv", "kv.k");
