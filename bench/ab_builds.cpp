@@ -78,6 +78,7 @@ uint16_t f16_of_negative_integer(int64_t n) {
 struct Options {
     fst_type type = FST_TYPE_F16;
     int64_t n_kv = 32768, n_q = 1, segments = 1, buffer_mib = 2048;
+    int64_t n_head = 32, n_head_kv = 8; // --heads
     int64_t page_keys = 0; // --paged
     bool pages_in_order = false, first_contiguous = false;
     bool multiseg = false, mask = false, alibi = false;
@@ -90,13 +91,14 @@ struct Options {
 [[noreturn]] void usage(int code) {
     std::printf(
         "usage: flashstate_ab_builds [options] first.so second.so [more.so ...]\n\n"
-        "Times one attention call (32 query heads, 8 KV heads, D = DV = 128) through each build per round, the\n"
-        "builds in an order rotated per round, and prints per build: the median time, the median and quartiles of\n"
-        "its per-round time ratio to the first build, the rounds it was faster than the first, and the largest\n"
-        "difference of its output from the first build's (relative to the output's largest magnitude).\n\n"
+        "Times one attention call (32 query heads, 8 KV heads unless --heads, D = DV = 128) through each build per\n"
+        "round, the builds in an order rotated per round, and prints per build: the median time, the median and\n"
+        "quartiles of its per-round time ratio to the first build, the rounds it was faster than the first, and the\n"
+        "largest difference of its output from the first build's (relative to the output's largest magnitude).\n\n"
         "  --type T        K/V type: f16, q8_0 or q4_0 [f16]\n"
         "  --n-kv N        keys [32768]\n"
         "  --n-q N         query positions per head [1]\n"
+        "  --heads H/HKV   query heads and KV heads (H a multiple of HKV; 32/32: no GQA, 64/8: 8 heads per KV head) [32/8]\n"
         "  --segments S    the keys in S equal segments, one fst_attn_with_state call each [1]\n"
         "  --multiseg      the S segments in one fst_attn_segments call instead\n"
         "  --paged P       the keys in pages of P keys placed in a random order, one fst_attn_paged call\n"
@@ -129,6 +131,12 @@ Options parse(int argc, char **argv) {
             o.type = t == "f16" ? FST_TYPE_F16 : t == "q8_0" ? FST_TYPE_Q8_0 : t == "q4_0" ? FST_TYPE_Q4_0 : (usage(2), FST_TYPE_F16);
         } else if (a == "--n-kv") o.n_kv = std::atoll(value());
         else if (a == "--n-q") o.n_q = std::atoll(value());
+        else if (a == "--heads") {
+            const char *v = value(), *slash = std::strchr(v, '/');
+            o.n_head = std::atoll(v);
+            o.n_head_kv = slash ? std::atoll(slash + 1) : 0;
+            if (o.n_head <= 0 || o.n_head_kv <= 0 || o.n_head % o.n_head_kv != 0) usage(2);
+        }
         else if (a == "--segments") o.segments = std::atoll(value());
         else if (a == "--multiseg") o.multiseg = true;
         else if (a == "--paged") o.page_keys = std::atoll(value());
@@ -159,7 +167,8 @@ double median(std::vector<double> v) {
 
 int main(int argc, char **argv) {
     const Options o = parse(argc, argv);
-    constexpr int64_t D = 128, H = 32, HKV = 8;
+    constexpr int64_t D = 128;
+    const int64_t H = o.n_head, HKV = o.n_head_kv;
     std::vector<Build> builds;
     for (const std::string &path : o.builds) builds.push_back(load(path, o.page_keys > 0));
 
@@ -274,8 +283,9 @@ int main(int argc, char **argv) {
         for (size_t i = 0; i < n; ++i) run(builds[(size_t(r) + i) % n]);
 
     if (o.page_keys > 0) std::printf("pages of %lld keys in a random order, one fst_attn_paged call; ", (long long)o.page_keys);
-    std::printf("%s K/V, n_kv %lld, n_q %lld, %lld segment(s)%s%s%s, threads %d, %d rounds, %d copies of %.1f MiB\n",
-                o.type == FST_TYPE_F16 ? "f16" : o.type == FST_TYPE_Q8_0 ? "q8_0" : "q4_0", (long long)o.n_kv, (long long)o.n_q, (long long)o.segments,
+    std::printf("%s K/V, heads %lld/%lld, n_kv %lld, n_q %lld, %lld segment(s)%s%s%s, threads %d, %d rounds, %d copies of %.1f MiB\n",
+                o.type == FST_TYPE_F16 ? "f16" : o.type == FST_TYPE_Q8_0 ? "q8_0" : "q4_0", (long long)H, (long long)HKV,
+                (long long)o.n_kv, (long long)o.n_q, (long long)o.segments,
                 o.multiseg ? " in one fst_attn_segments call" : "", o.alibi ? ", ALiBi causal mask tensor" : o.mask ? ", causal mask tensor" : "",
                 o.softcap > 0.0f ? ", softcap" : "", o.threads,
                 o.rounds, copies, double(copy_bytes) / 1048576.0);
