@@ -15,8 +15,9 @@ esac
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 build="${FLASHSTATE_BUILD_DIR:-$repo/build}"
 
-# Debian packages: the toolchain, the build tools, GoogleTest (with GoogleMock) and Google Benchmark.
-packages=(cmake ninja-build gcc g++ libgtest-dev libgmock-dev libbenchmark-dev)
+# Debian packages: the toolchain, the build tools, GoogleTest (with GoogleMock), Google Benchmark, and pkgconf (CI
+# builds a program against the installed library through its pkg-config file).
+packages=(cmake ninja-build gcc g++ libgtest-dev libgmock-dev libbenchmark-dev pkgconf)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
