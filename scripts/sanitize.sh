@@ -32,20 +32,8 @@ TSAN_TESTS='(^|[./])(Threads|KvSplits|NanIsolation|Golden|CacheThreads)\.'
 
 # Debian packages: clang-14 and its sanitizer runtimes (libclang-rt-14-dev), plus what scripts/setup.sh needs.
 packages=(clang-14 libclang-rt-14-dev cmake ninja-build libgtest-dev libgmock-dev)
-missing=()
-for p in "${packages[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
-done
-if ((${#missing[@]})); then
-  echo "sanitize: installing ${missing[*]}"
-  sudo=()
-  if [ "$(id -u)" -ne 0 ]; then
-    command -v sudo >/dev/null || { echo "sanitize: run as root (or with sudo) to install ${missing[*]}" >&2; exit 1; }
-    sudo=(sudo)
-  fi
-  "${sudo[@]}" apt-get update
-  "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}"
-fi
+. "$repo/scripts/lib/packages.sh"
+install_missing_packages sanitize "${packages[@]}"
 
 # halt_on_error/abort_on_error: the first report kills the process (the build also has -fno-sanitize-recover=all).
 asan_checks="detect_leaks=1:detect_stack_use_after_return=1:check_initialization_order=1:strict_init_order=1"

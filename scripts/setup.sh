@@ -18,20 +18,8 @@ build="${FLASHSTATE_BUILD_DIR:-$repo/build}"
 # Debian packages: the toolchain, the build tools, GoogleTest (with GoogleMock), Google Benchmark, and pkgconf (CI
 # builds a program against the installed library through its pkg-config file).
 packages=(cmake ninja-build gcc g++ libgtest-dev libgmock-dev libbenchmark-dev pkgconf)
-missing=()
-for p in "${packages[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
-done
-if ((${#missing[@]})); then
-  echo "setup: installing ${missing[*]}"
-  sudo=()
-  if [ "$(id -u)" -ne 0 ]; then
-    command -v sudo >/dev/null || { echo "setup: run as root (or install sudo) to install ${missing[*]}" >&2; exit 1; }
-    sudo=(sudo)
-  fi
-  "${sudo[@]}" apt-get update
-  "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}"
-fi
+. "$repo/scripts/lib/packages.sh"
+install_missing_packages setup "${packages[@]}"
 
 cmake -S "$repo" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release
 if [ "$mode" = demo ]; then
