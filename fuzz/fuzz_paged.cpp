@@ -51,9 +51,13 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     const int64_t rows = n_q * n_head * n_seq;
     n_kv = std::min(n_kv, kMaxWork / (rows * (D + DV)));
     if (in.rare()) {
-        const uint8_t c = in.u8() % 2;
+        const uint8_t c = in.u8() % 3;
         if (c == 0 && n_table * page_keys < 4000) {
             n_kv = n_table * page_keys + 1 + in.u8() % 16; // more keys than the table lists
+        } else if (c == 2) {
+            // Near the int64 limit: refused, as too many keys or (just below 2^62) as more than the table lists.
+            n_kv = in.pick<int64_t>({std::numeric_limits<int64_t>::max(), int64_t(1) << 62, (int64_t(1) << 62) - 1});
+            if (n_kv >= int64_t(1) << 62) must_reject = "n_kv >= 2^62";
         } else {
             n_kv = -1;
             must_reject = "n_kv < 0";
@@ -70,7 +74,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     set_enum(p.isa, in.u8() % 4);
     if (causal) {
         p.virtual_mask = FST_MASK_CAUSAL;
-        p.q_pos0 = std::max<int64_t>(n_kv, 0) - n_q + int64_t(in.u8() % 5) - 2;
+        p.q_pos0 = std::min(std::max<int64_t>(n_kv, 0), int64_t(1) << 62) - n_q + int64_t(in.u8() % 5) - 2;
     }
 
     View q = make_view(in, mem, rng, fill, FST_TYPE_F32, {D, n_q, n_head, n_seq}, {FST_TYPE_F32, FST_TYPE_F16, FST_TYPE_BF16});
@@ -120,9 +124,11 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     const int64_t pk_seen = k.t.ne[1];
     if ((pk_seen < 1 || (pk_seen & (pk_seen - 1)) != 0) && must_reject.empty())
         must_reject = "page size " + std::to_string(pk_seen);
-    if (pk_seen > 0 && n_kv > 0 && table.t.ne[0] >= 0 && table.t.ne[0] < (n_kv + pk_seen - 1) / pk_seen && must_reject.empty())
+    // ceil(a / b) for a >= 0, b > 0, without the overflow of a + b - 1 (a hostile edit may make either huge)
+    auto ceil_div = [](int64_t a, int64_t b) { return a / b + (a % b != 0); };
+    if (pk_seen > 0 && n_kv > 0 && table.t.ne[0] >= 0 && table.t.ne[0] < ceil_div(n_kv, pk_seen) && must_reject.empty())
         must_reject = "a page table too short";
-    const int64_t pages_used = n_kv > 0 && k.t.ne[1] > 0 ? (n_kv + k.t.ne[1] - 1) / k.t.ne[1] : 0;
+    const int64_t pages_used = n_kv > 0 && k.t.ne[1] > 0 ? ceil_div(n_kv, k.t.ne[1]) : 0;
     if (bad_entry >= 0 && bad_entry < pages_used && (bad_page < 0 || bad_page >= k.t.ne[3]) && must_reject.empty())
         must_reject = "a page index outside the pool";
     const char *names[] = {"q", "kv.k", "kv.v", "kv.page_table", "mask", "sinks", "state", "out"};

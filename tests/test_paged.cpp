@@ -11,6 +11,7 @@
 #include <algorithm>
 #include <cstring>
 #include <functional>
+#include <limits>
 #include <numeric>
 #include <string>
 #include <vector>
@@ -263,6 +264,11 @@ TEST(Paged, BadPoolsAndPageTablesAreRefused) {
         {"page table for 3 sequences", "kv.page_table", "divisor of n_seq", [](Paged &p) { p.table.t.ne[1] = 3; }},
         {"page table of F32", "kv.page_table", "i32", [](Paged &p) { p.table.t.type = FST_TYPE_F32; }, FST_ERR_UNSUPPORTED},
         {"negative n_kv", "kv", "n_kv", [](Paged &p) { p.kv.n_kv = -1; }},
+        // n_kv near the int64 limit: the page count is computed without overflow, and no K view could hold that many
+        // keys (a contiguous one holds fewer than 2^62).
+        {"n_kv of 2^63 - 1", "kv", "n_kv", [](Paged &p) { p.kv.n_kv = std::numeric_limits<int64_t>::max(); }},
+        {"n_kv of 2^62", "kv", "n_kv", [](Paged &p) { p.kv.n_kv = int64_t(1) << 62; }},
+        {"n_kv past the table", "kv.page_table", "ceil(kv.n_kv", [](Paged &p) { p.kv.n_kv = (int64_t(1) << 62) - 1; }},
     };
     for (const Case &c : cases) {
         Paged bad = good; // copies the buffers; the views must point at the copies

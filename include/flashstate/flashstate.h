@@ -149,7 +149,7 @@ typedef struct fst_paged_kv {
     const fst_tensor *k, *v;       /* the pages: [D, page_keys, n_head_kv, n_pages], [DV, page_keys, n_head_kv, n_pages];
                                     * any K/V types; page_keys a power of two (1 for token-level pages) */
     const fst_tensor *page_table;  /* I32 [>= ceil(n_kv / page_keys), n_seq_kv], every entry used in [0, n_pages) */
-    int64_t n_kv;                  /* keys of each KV sequence (a mask or positions hide some per row) */
+    int64_t n_kv;                  /* keys of each KV sequence, 0 <= n_kv < 2^62 (a mask or positions hide some per row) */
 } fst_paged_kv;
 
 /* (state, out) ⊕= attention of q over the n_kv keys of each KV sequence's pages (and the sinks, once): bit for bit

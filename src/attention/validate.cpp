@@ -209,10 +209,13 @@ void validate_paged_attention(AttnProblem &P, const fst_attn_params *p, const fs
     expect_extent("kv.v", v, 1, page_keys, ".ne[1], keys per page", "kv.k");
     expect_extent("kv.v", v, 2, k->ne[2], ".ne[2], n_head_kv", "kv.k");
     expect_extent("kv.v", v, 3, n_pages, ".ne[3], pages", "kv.k");
-    if (kv->n_kv < 0) fail("kv", "n_kv", kv->n_kv, ">= 0");
+    // At most what a contiguous K view can hold (rows of 2 bytes or more within a span below 2^63): the bound every
+    // count derived from n_kv (pages, chunks, positions) is computed within.
+    constexpr int64_t kMaxKeys = int64_t(1) << 62;
+    if (kv->n_kv < 0 || kv->n_kv >= kMaxKeys) fail("kv", "n_kv", kv->n_kv, ">= 0 and < 2^62");
     o.input("kv.page_table", check_view("kv.page_table", table, {FST_TYPE_I32}, kDim0MayBeEmpty));
     set_kv_shape(P, "kv.k", k, table->ne[1], "kv.page_table", 1);
-    const int64_t pages_used = (kv->n_kv + page_keys - 1) / page_keys;
+    const int64_t pages_used = kv->n_kv / page_keys + (kv->n_kv % page_keys != 0);
     if (table->ne[0] < pages_used)
         fail("kv.page_table", "ne[0]", table->ne[0],
              ">= " + std::to_string(pages_used) + " = ceil(kv.n_kv / keys per page) = ceil(" + std::to_string(kv->n_kv) +
