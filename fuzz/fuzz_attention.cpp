@@ -275,16 +275,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         return FST_ERR_INVALID_ARGUMENT;
     };
 
-    mem.snapshot();
-    prime_last_error(name_of(entry));
-    const fst_status st = call(entry, ith);
-    if (st != FST_OK) {
-        check_rejection(st, name_of(entry));
-        check_untouched(mem, {}, name_of(entry));
-        return 0;
-    }
-    note_accepted(name_of(entry));
-    if (!must_reject.empty()) fail(std::string(name_of(entry)) + " accepted an invalid call: " + must_reject);
+    if (!judged_call(mem, name_of(entry), must_reject, [&] { return call(entry, ith); })) return 0;
     check_untouched(mem, {&state, &out}, name_of(entry));
 
     // The header's equivalences, bit for bit. First complete the call (the other parts), then recompute the same

@@ -153,16 +153,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
                      (long long)page_keys, (long long)n_pages, (long long)n_table, (long long)n_kv, ith, nth,
                      must_reject.empty() ? "" : "; must reject: ", must_reject.c_str());
 
-    mem.snapshot();
-    prime_last_error(function);
-    const fst_status st = call(ith, nth);
-    if (st != FST_OK) {
-        check_rejection(st, function);
-        check_untouched(mem, {}, function);
-        return 0;
-    }
-    note_accepted(function);
-    if (!must_reject.empty()) fail(std::string(function) + " accepted an invalid call: " + must_reject);
+    if (!judged_call(mem, function, must_reject, [&] { return call(ith, nth); })) return 0;
     check_untouched(mem, {&state, &out}, function);
     if (part)
         for (int i = 0; i < nth; ++i)

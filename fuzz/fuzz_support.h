@@ -440,6 +440,24 @@ inline void check_untouched(const Memory &mem, std::initializer_list<const View 
     }
 }
 
+// One call judged on whether it was right to accept it: snapshots the memory, primes the last error, calls. A
+// rejection must carry a known status and the function's message and leave every block as it was; an acceptance
+// fails when must_reject names a reason. Returns whether the call was accepted (the caller then checks what it
+// wrote, e.g. with check_untouched).
+template <class Call> bool judged_call(Memory &mem, const char *function, const std::string &must_reject, Call &&call) {
+    mem.snapshot();
+    prime_last_error(function);
+    const fst_status st = call();
+    if (st != FST_OK) {
+        check_rejection(st, function);
+        check_untouched(mem, {}, function);
+        return false;
+    }
+    note_accepted(function);
+    if (!must_reject.empty()) fail(std::string(function) + " accepted an invalid call: " + must_reject);
+    return true;
+}
+
 inline float load_f32(const unsigned char *p) {
     float f;
     std::memcpy(&f, p, 4);
