@@ -151,8 +151,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     View state = make_view(in, mem, rng, fill, FST_TYPE_F32, {2, n_head, n_q, n_seq}, {FST_TYPE_F32});
     View out = make_view(in, mem, rng, fill, FST_TYPE_F32, {DV, n_head, n_q, n_seq}, {FST_TYPE_F32});
 
-    // Rarely: out or state placed inside the buffer of a tensor it must not overlap (judged below, from the byte
-    // ranges of the tensors actually passed).
+    // Rarely: out or state placed inside the buffer of a tensor it must not overlap (judged below, from the bytes of
+    // the tensors actually passed).
     if (in.rare()) {
         const uint8_t a = in.u8();
         View *written = (a & 1) ? &state : &out;

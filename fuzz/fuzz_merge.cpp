@@ -72,7 +72,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         const uint8_t a = in.u8();
         const int w = a & 3, t = (a >> 2) & 3;
         const bool counts = op != 2 || (w < 2 && t < 2); // init reads only state and out
-        if (w != t && counts && alias_into(*views[w], *views[t], mem, in))
+        if (w != t && counts && alias_into(*views[w], *views[t], mem, in) && overlaps(views[w]->t, views[t]->t))
             alias_reject = std::string(names[w]) + " overlaps " + names[t];
     }
     for (const View *v : {&state, &out, &other_state, &other_out})

@@ -10,9 +10,13 @@
 
 namespace fst {
 
-// The byte range [begin, end) a view touches; empty (begin == end) when any extent is 0.
+// The byte range [begin, end) a view touches; empty (begin == end) when any extent is 0. Every byte of the view is
+// begin + [0, row) plus a multiple of period: the greatest common divisor of the strides of its dimensions with more
+// than one entry (0: a single row). expect_disjoint uses that to accept views that interleave without sharing a
+// byte, such as M, S and O packed side by side in one row per query.
 struct ByteRange {
     uintptr_t begin = 0, end = 0;
+    size_t row = 0, period = 0;
     bool empty() const { return begin == end; }
 };
 
@@ -28,7 +32,8 @@ ByteRange check_view(const char *name, const fst_tensor *t, std::initializer_lis
 void expect_extent(const char *name, const fst_tensor *t, int dim, int64_t expected, const char *what,
                    const char *what_prefix = "");
 
-// Throws "<a> overlaps <b>" when two non-empty ranges intersect.
+// Throws "<a> overlaps <b>" when two non-empty views may share a byte: their ranges intersect and their rows do not
+// fall into disjoint windows modulo a common period (see ByteRange).
 void expect_disjoint(const char *a_name, ByteRange a, const char *b_name, ByteRange b);
 
 inline const unsigned char *at(const fst_tensor &t, int64_t i1, int64_t i2, int64_t i3) {
