@@ -232,6 +232,60 @@ TEST(Threads, PartsOnTheCallersThreadsMatchTheWholeCall) {
     }
 }
 
+// State and out packed in one buffer, each query row's M, S and O side by side (docs/API.md: outputs may interleave
+// when no byte is shared). Rows of different KV heads are different tiles, so threads write neighbouring bytes at
+// once; under ThreadSanitizer that must not be a race, and the bits must be those of separate buffers.
+TEST(Threads, PackedStateAndOutRowsWrittenByManyThreads) {
+    const Problem P(threaded_spec(), 19);
+    const Spec &s = P.spec;
+    const fst_tensor q = P.q(), k = P.k(), v = P.v();
+    fst_attn_params p = P.params();
+    Buffer want_state = P.make_state(), want_out = P.make_out();
+    p.n_threads = 1;
+    ASSERT_EQ(fst_state_init(&want_state.t, &want_out.t), FST_OK);
+    ASSERT_EQ(fst_attn_with_state(&p, &q, &k, &v, P.mask(), P.sinks(), &want_state.t, &want_out.t), FST_OK);
+
+    auto check = [&](Buffer &packed, const char *what) {
+        for (int64_t sq = 0; sq < s.n_seq; ++sq)
+            for (int64_t r = 0; r < s.n_q; ++r)
+                for (int64_t h = 0; h < s.n_head; ++h) {
+                    ASSERT_EQ(std::memcmp(packed.f32(0, h, r, sq), want_state.f32(0, h, r, sq), 8), 0) << what;
+                    ASSERT_EQ(std::memcmp(packed.f32(2, h, r, sq), want_out.f32(0, h, r, sq), size_t(s.DV) * 4), 0) << what;
+                }
+    };
+    auto packed_views = [&](Buffer &packed, fst_tensor &state, fst_tensor &out) {
+        state = out = packed.t;
+        state.ne[0] = 2;
+        out.ne[0] = s.DV;
+        out.data = packed.f32(2);
+        ASSERT_EQ(fst_state_init(&state, &out), FST_OK) << fst_last_error();
+    };
+    for (int32_t n : {2, 8}) {
+        Buffer packed(FST_TYPE_F32, {2 + s.DV, s.n_head, s.n_q, s.n_seq});
+        fst_tensor state, out;
+        packed_views(packed, state, out);
+        p.n_threads = n;
+        ASSERT_EQ(fst_attn_with_state(&p, &q, &k, &v, P.mask(), P.sinks(), &state, &out), FST_OK) << fst_last_error();
+        check(packed, n == 2 ? "n_threads 2" : "n_threads 8");
+    }
+    // The ith/nth parts on the caller's threads, all at once.
+    constexpr int nth = 3;
+    Buffer packed(FST_TYPE_F32, {2 + s.DV, s.n_head, s.n_q, s.n_seq});
+    fst_tensor state, out;
+    packed_views(packed, state, out);
+    std::vector<fst_status> status(nth, FST_ERR_INVALID_ARGUMENT);
+    std::latch start(nth);
+    std::vector<std::thread> threads;
+    for (int ith = 0; ith < nth; ++ith)
+        threads.emplace_back([&, ith] {
+            start.arrive_and_wait();
+            status[size_t(ith)] = fst_attn_with_state_part(&p, &q, &k, &v, P.mask(), P.sinks(), &state, &out, ith, nth);
+        });
+    for (auto &t : threads) t.join();
+    for (int ith = 0; ith < nth; ++ith) ASSERT_EQ(status[size_t(ith)], FST_OK) << ith;
+    check(packed, "3 parts");
+}
+
 TEST(Threads, LastErrorIsPerThread) {
     // This thread's own failure, before the others start; nothing they do may change what it sees.
     EXPECT_NE(fst_quantize_row(FST_TYPE_Q8_0, nullptr, nullptr, 31), FST_OK);
