@@ -241,6 +241,36 @@ TEST(Attention, FewQueryPositionsOverSeveralChunks) {
     }
 }
 
+// Decode over several 1024-key chunks in one kernel call per span (tile.cpp hands F32/F16/BF16 row groups of up to 4
+// rows kSpanChunks chunks at a time when a call has enough KV heads not to cut the keys into pieces for the threads:
+// here 32): each chunk must keep its own visibility, bias rows and state. A sliding window hides the first chunk and
+// part of the second, the last 300 keys are in the future, and a mask tensor hides 30 % of the keys at random,
+// shared by a GQA group's rows or, with ALiBi, per head (a bias row per query row).
+TEST(Attention, DecodeSpansOfChunksKeepEachChunksMask) {
+    uint32_t seed = 96000;
+    for (fst_type t : kv_types()) {
+        Errors te;
+        for (bool per_head : {false, true}) {
+            Spec s;
+            s.D = s.DV = 32;
+            s.n_kv = 4300; // chunks 0-3 in one span, chunk 4 alone
+            s.n_head = 64;
+            s.n_head_kv = 32;
+            s.k_type = s.v_type = t;
+            s.has_mask = true;
+            s.mask_inf_fraction = 0.3;
+            s.m2 = per_head ? s.n_head : 1;
+            s.max_bias = per_head ? 8.0f : 0.0f;
+            s.virtual_mask = FST_MASK_SLIDING_WINDOW;
+            s.window = 2500;
+            s.q_pos0 = s.n_kv - 1 - 300;
+            s.logit_max = 20;
+            te.add(run_problem(s, ++seed));
+        }
+        print(std::string("spans of chunks, k=v=") + fst_type_name(t), te, 2);
+    }
+}
+
 // A decode step over 20000 keys: the error must stay within the bound however long the range (SPEC section 4:
 // long ranges need blocked or tree summation). Flat logits with V of mean 1 make every key count. Beyond the
 // bound, the error may not grow much past what 200 keys show: one long F32 running sum reaches ~8e-6 at 20000

@@ -188,6 +188,27 @@ TEST(Paged, SeveralChunksEveryPageSize) {
         }
 }
 
+// Enough KV heads (32) that the keys are not cut into pieces for the threads, so F32/F16/BF16 row groups take
+// several chunks per kernel call (tile.cpp's spans), each chunk with its own page pointers: bit for bit the
+// contiguous call, pages shorter than a chunk and longer, a mask tensor hiding some keys.
+TEST(Paged, SpansOfChunksEachWithItsPages) {
+    std::mt19937 rng(8);
+    for (fst_type t : kv_types()) {
+        Spec s;
+        s.D = s.DV = 32;
+        s.n_head = 64;
+        s.n_head_kv = 32;
+        s.k_type = s.v_type = t;
+        s.has_mask = true;
+        s.mask_inf_fraction = 0.1;
+        make_consistent(s);
+        s.n_kv = 4300; // chunks 0-3 in one span, chunk 4 alone
+        const Problem pb(s, 11);
+        for (int64_t page_keys : {16, 256, 2048})
+            check(pb, page_keys, page_keys == 256, rng, name(s, page_keys, page_keys == 256));
+    }
+}
+
 // KV sequences with their own page tables and a mask per sequence, positions from tensors.
 TEST(Paged, SequencesAndPositionTensors) {
     std::mt19937 rng(11);

@@ -96,7 +96,8 @@ void make_plan(const AttnProblem &P, Plan &plan) {
                        + 2 * T * plan.slot_floats                                // a piece's and a segment's result
                        + plan.kernels->scratch_floats(P.D, P.DV, int64_t(T))
                        + 4 * T // lo / hi (int32, stored in float slots)
-                       + 2 * 2 * size_t(plan.chunk_pages) // K and V page pointers of a paged chunk (2 float slots each)
+                       + 2 * 2 * size_t(kernels::kSpanChunks * plan.chunk_pages) // K and V page pointers of a span's
+                                                                                  // paged chunks (2 float slots each)
                        + size_t(kernels::kMaxBatchChunks * Plan::kMaxBatchRows) * (2 * size_t(P.DV) + 6); // short-segment batches
 }
 

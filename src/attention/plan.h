@@ -45,6 +45,8 @@ struct Plan {
     static constexpr int64_t kMinPieceChunks = 1;  // a piece covers at least one chunk (1024 keys)
     static constexpr size_t kMaxGroupedFloats = size_t(4) << 20; // stored partials of grouped short segments: 16 MiB
     static constexpr int64_t kMaxBatchRows = 4; // tiles of up to 4 rows run short segments several at a time (tile.cpp)
+    // A span of chunks (kernels::kSpanChunks) keeps each chunk's bias rows of such a tile in the tile's bias scratch.
+    static_assert(kernels::kSpanChunks * kMaxBatchRows <= kTileRows);
 
     int64_t heads_per_kv = 1, seqs_per_kv = 1, rows_per_group = 0, n_q = 0, n_seq_kv = 1;
     std::vector<Tile> tiles;

@@ -117,8 +117,9 @@ int64_t fill_tile_bias(const AttnProblem &P, const Segment &S, const kernels::Ke
 // The K and V rows of keys [j0, j0 + nk) of segment S for a tile's KV head and sequence: a.k and a.v; for a paged
 // segment, the page holding the chunk (pages of a chunk or more: chunks start at multiples of kChunkKeys, so a
 // chunk lies in one page), or the page pointers of the chunk's keys and of the keys after it that the kernels
-// prefetch (shorter pages).
-void set_chunk_rows(const Segment &S, const Tile &tile, int64_t j0, int64_t nk, TileScratch &w, kernels::ChunkArgs &a) {
+// prefetch (shorter pages), in k_pages and v_pages (plan.chunk_pages each).
+void set_chunk_rows(const Segment &S, const Tile &tile, int64_t j0, int64_t nk, const unsigned char **k_pages,
+                    const unsigned char **v_pages, kernels::ChunkArgs &a) {
     if (!S.paged) {
         a.k = at(S.k, j0, tile.hk, tile.sk);
         a.v = at(S.v, j0, tile.hk, tile.sk);
@@ -137,13 +138,13 @@ void set_chunk_rows(const Segment &S, const Tile &tile, int64_t j0, int64_t nk, 
     const int64_t first = j0 >> S.page_shift, n_pages = (covered + page_keys - 1) >> S.page_shift;
     for (int64_t i = 0; i < n_pages; ++i) {
         const int64_t p = page(first + i);
-        w.k_pages[i] = at(S.k, 0, tile.hk, p);
-        w.v_pages[i] = at(S.v, 0, tile.hk, p);
+        k_pages[i] = at(S.k, 0, tile.hk, p);
+        v_pages[i] = at(S.v, 0, tile.hk, p);
     }
-    a.k = w.k_pages[0];
-    a.v = w.v_pages[0];
-    a.k_pages = w.k_pages;
-    a.v_pages = w.v_pages;
+    a.k = k_pages[0];
+    a.v = v_pages[0];
+    a.k_pages = k_pages;
+    a.v_pages = v_pages;
     a.page_shift = S.page_shift;
     a.paged_keys = covered;
 }
@@ -194,7 +195,11 @@ void tile_rows(const AttnProblem &P, const Plan &plan, const Tile &tile, RowInfo
 }
 
 // Piece `piece` of segment `seg` for the rows of a tile: kernels over its chunks, merged in a pairwise tree.
-// Writes each row's partial state (M, S, O) to result + i * slot_floats.
+// Writes each row's partial state (M, S, O) to result + i * slot_floats. Tiles of up to kMaxBatchRows rows of F32,
+// F16 or BF16 K/V hand the kernel kSpanChunks consecutive chunks per call (kernel.h), each chunk with its own state,
+// visibility, bias and page pointers in the batch scratch: the same arithmetic per chunk, K and V read in longer
+// runs. Quantized K/V keep one chunk per call: their decode is bound by arithmetic, and longer spans measured 1-2 %
+// slower (docs/PERFORMANCE.md, session 16).
 void compute_piece(const AttnProblem &P, const Plan &plan, const Tile &tile, const RowInfo *rows, TileScratch &w,
                    size_t seg, int64_t piece, float *result) {
     const Segment &S = P.segments[seg];
@@ -204,37 +209,57 @@ void compute_piece(const AttnProblem &P, const Plan &plan, const Tile &tile, con
     MergeTree trees[Plan::kTileRows];
     for (int64_t i = 0; i < n; ++i) trees[i] = w.tree(w.chunk_trees, plan, i);
 
-    kernels::ChunkArgs a = segment_args(P, S, n, w);
-    a.lo = w.lo;
-    a.hi = w.hi;
-    a.m = w.m;
-    a.s = w.s;
-    a.acc = w.acc;
+    const kernels::ChunkArgs base = segment_args(P, S, n, w);
     const int64_t c_begin = piece * sp.piece_chunks, c_end = std::min(sp.n_chunks, (piece + 1) * sp.piece_chunks);
     // One chunk: its partial is the piece's result (what a tree of one leaf gives, bit for bit), written in place.
     const bool one_chunk = c_end - c_begin == 1;
-    for (int64_t c = c_begin; c < c_end; ++c) {
-        const int64_t j0 = c * C, nk = std::min(C, S.n_kv - j0);
-        bool any_visible = false;
-        for (int64_t i = 0; i < n; ++i) {
-            visible_range(P, S, rows[i].q_pos, j0, nk, w.lo[i], w.hi[i]);
-            any_visible = any_visible || w.lo[i] < w.hi[i];
-        }
-        if (any_visible) { // a chunk no row can see is skipped without being computed
-            a.bias = nullptr;
-            if (sp.needs_bias) {
-                a.bias_stride = fill_tile_bias(P, S, *plan.kernels, rows, n, j0, nk, w.bias);
-                a.bias = w.bias;
+    const bool batched = n <= Plan::kMaxBatchRows;
+    const bool wide = !type_is_quantized(S.k.type) && !type_is_quantized(S.v.type);
+    const int64_t span = batched && wide ? kernels::kSpanChunks : 1;
+    bool same_q = false;
+    for (int64_t c0 = c_begin; c0 < c_end; c0 += span) {
+        const int nc = int(std::min(span, c_end - c0));
+        kernels::ChunkArgs args[kernels::kSpanChunks];
+        bool visible[kernels::kSpanChunks];
+        int n_args = 0;
+        for (int b = 0; b < nc; ++b) {
+            const int64_t j0 = (c0 + b) * C, nk = std::min(C, S.n_kv - j0);
+            kernels::ChunkArgs &a = args[n_args];
+            a = base;
+            int32_t *lo = batched ? w.batch_lo + b * n : w.lo, *hi = batched ? w.batch_hi + b * n : w.hi;
+            a.lo = lo;
+            a.hi = hi;
+            a.m = batched ? w.batch_m + b * n : w.m;
+            a.s = batched ? w.batch_s + b * n : w.s;
+            a.acc = batched ? w.batch_acc + b * n * DV : w.acc;
+            bool any_visible = false;
+            for (int64_t i = 0; i < n; ++i) {
+                visible_range(P, S, rows[i].q_pos, j0, nk, lo[i], hi[i]);
+                any_visible = any_visible || lo[i] < hi[i];
             }
-            set_chunk_rows(S, tile, j0, nk, w, a);
+            visible[b] = any_visible;
+            if (!any_visible) continue; // a chunk no row can see is skipped without being computed
+            if (sp.needs_bias) {
+                float *bias = w.bias + b * Plan::kMaxBatchRows * C;
+                a.bias_stride = fill_tile_bias(P, S, *plan.kernels, rows, n, j0, nk, bias);
+                a.bias = bias;
+            }
+            set_chunk_rows(S, tile, j0, nk, w.k_pages + b * plan.chunk_pages, w.v_pages + b * plan.chunk_pages, a);
             a.n_keys = nk;
-            plan.kernels->attend_chunk(a);
-            a.same_q = true;
+            a.same_q = same_q;
+            ++n_args;
         }
-        for (int64_t i = 0; i < n; ++i) {
-            float *in = one_chunk ? result + size_t(i) * plan.slot_floats : trees[i].incoming();
-            write_partial(*plan.kernels, any_visible, w.m[i], w.s[i], w.acc + i * DV, DV, in);
-            if (!one_chunk) trees[i].push();
+        if (n_args == 1) plan.kernels->attend_chunk(args[0]);
+        else if (n_args > 1) plan.kernels->attend_chunks(args, n_args);
+        same_q = same_q || n_args > 0;
+        for (int b = 0; b < nc; ++b) {
+            const float *m = batched ? w.batch_m + b * n : w.m, *s = batched ? w.batch_s + b * n : w.s;
+            const float *acc = batched ? w.batch_acc + b * n * DV : w.acc;
+            for (int64_t i = 0; i < n; ++i) {
+                float *in = one_chunk ? result + size_t(i) * plan.slot_floats : trees[i].incoming();
+                write_partial(*plan.kernels, visible[b], m[i], s[i], acc + i * DV, DV, in);
+                if (!one_chunk) trees[i].push();
+            }
         }
     }
     if (one_chunk) return;

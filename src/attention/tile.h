@@ -16,7 +16,7 @@ namespace fst {
 struct TileScratch {
     float *q, *bias, *m, *s, *acc, *chunk_trees, *piece_trees, *piece_result, *seg_result, *kernel;
     int32_t *lo, *hi;
-    const unsigned char **k_pages, **v_pages; // plan.chunk_pages each (paged K/V)
+    const unsigned char **k_pages, **v_pages; // kSpanChunks x plan.chunk_pages each (paged K/V, per chunk of a span)
     // A batch of short segments (compute_short_segments): per segment and row m, s, acc, lo, hi, and its result.
     float *batch_m, *batch_s, *batch_acc, *batch_results;
     int32_t *batch_lo, *batch_hi;
@@ -42,8 +42,8 @@ struct TileScratch {
         batch_lo = reinterpret_cast<int32_t *>(batch_results + size_t(B) * plan.slot_floats);
         batch_hi = batch_lo + B;
         k_pages = reinterpret_cast<const unsigned char **>(batch_hi + B); // 8-byte aligned: every size above is a
-        v_pages = k_pages + plan.chunk_pages;                              // multiple of 32 floats
-        kernel = reinterpret_cast<float *>(v_pages + plan.chunk_pages);
+        v_pages = k_pages + kernels::kSpanChunks * plan.chunk_pages;      // multiple of 32 floats
+        kernel = reinterpret_cast<float *>(v_pages + kernels::kSpanChunks * plan.chunk_pages);
     }
     MergeTree tree(float *trees, const Plan &plan, int64_t i) const {
         return MergeTree(trees + size_t(i) * size_t(plan.tree_levels + 1) * plan.slot_floats, plan.tree_levels,

@@ -60,6 +60,12 @@ inline const unsigned char *v_row(const ChunkArgs &a, int64_t j) {
 // Chunks one attend_chunks call takes at most.
 constexpr int kMaxBatchChunks = 16;
 
+// Consecutive chunks of the same rows that the planner may hand to one attend_chunks call (each keeping its own
+// state, so the results are those of one call per chunk): the kernels then read K and V in runs of up to
+// kSpanChunks * kChunkKeys rows, which this Zen 5 streams faster than runs of one chunk (docs/PERFORMANCE.md).
+constexpr int kSpanChunks = 4;
+static_assert(kSpanChunks <= kMaxBatchChunks);
+
 struct KernelTable {
     fst_isa isa;
     const char *name;

@@ -15,6 +15,7 @@
 
 #include "kernels/kernel.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <limits>
@@ -501,7 +502,16 @@ template <class Vec> KeyBits neg_inf_keys(const float *bias, KeyBits bits, int64
 // in long runs of rows rather than alternating every 64, which the hardware prefetcher follows better (runs of 256
 // against 64, then of 1024 against 256: docs/PERFORMANCE.md). Which blocks share a span never changes a result:
 // every block's arithmetic touches only its own chunk's state, in the chunk's block order.
-constexpr int kSpanBlocks = int(kChunkKeys / kBlockKeys);
+constexpr int kSpanBlocks = int(kSpanChunks * kChunkKeys / kBlockKeys);
+
+// A span's logits (then weights) per block, row and key: 64 KiB, in the kernel scratch rather than on the stack of
+// whatever thread a host engine drives a call part from. 64-byte aligned within it.
+using SpanLogits = float[kRowsPerGroup][kBlockKeys];
+constexpr size_t kSpanLogitsFloats = size_t(kSpanBlocks) * kRowsPerGroup * kBlockKeys + 16;
+inline SpanLogits *span_logits(float *scratch) {
+    const uintptr_t p = (reinterpret_cast<uintptr_t>(scratch) + 63) & ~uintptr_t(63);
+    return reinterpret_cast<SpanLogits *>(p);
+}
 
 // Keys [j_begin, j_end) of one chunk (j_begin block-aligned) for a row group, continuing the chunk's m, s and acc.
 struct KeyRange {
@@ -528,7 +538,7 @@ void attend_rows(const KeyRange *ranges, int n_ranges, int64_t r0) {
         float alpha[kRowsPerGroup];
     };
     Block blocks[kSpanBlocks];
-    alignas(64) float w[kSpanBlocks][kRowsPerGroup][kBlockKeys]; // logits, then weights
+    SpanLogits *w = span_logits(ranges[0].a->scratch); // logits, then weights
     int n_blocks = 0;
     auto finish_span = [&] {
         for (int i = 0; i < n_blocks; ++i) {
@@ -679,7 +689,10 @@ template <class Vec> void attend_chunks(const ChunkArgs *chunks, int n) {
     attend_rows_kv<Vec>(ranges, n, 0);
 }
 
-template <class Vec> size_t scratch_floats(int64_t D, int64_t DV, int64_t) { return lanes_scratch_floats<Vec>(D, DV); }
+// Rows as lanes (prefill) or row groups (decode): a call takes one or the other, so they share the scratch.
+template <class Vec> size_t scratch_floats(int64_t D, int64_t DV, int64_t) {
+    return std::max(lanes_scratch_floats<Vec>(D, DV), kSpanLogitsFloats);
+}
 
 // D and DV must be whole vectors (and quantized rows whole blocks, which validation already ensures).
 template <class Vec> bool supports(int64_t D, int64_t DV) { return D % Vec::W == 0 && DV % Vec::W == 0; }
