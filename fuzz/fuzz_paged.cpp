@@ -38,18 +38,26 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     const std::initializer_list<fst_type> kv_types = {FST_TYPE_F32, FST_TYPE_F16, FST_TYPE_BF16, FST_TYPE_Q8_0,
                                                       FST_TYPE_Q4_0};
     const fst_type tk = kKvTypes[in.u8() % 5], tv = kKvTypes[in.u8() % 5];
-    const int64_t D = 32 * (1 + in.u8() % 4), DV = 32 * (1 + in.u8() % 4);
-    const int64_t n_q = 1 + in.u8() % 6;
-    const int64_t n_head_kv = 1 + in.u8() % 3, n_head = n_head_kv * (1 + in.u8() % 4);
-    const int64_t n_seq_kv = 1 + in.u8() % 2, n_seq = n_seq_kv * (1 + in.u8() % 2);
+    int64_t D = 32 * (1 + in.u8() % 4), DV = 32 * (1 + in.u8() % 4);
+    int64_t n_q = 1 + in.u8() % 6;
+    // A KV-heads byte of 248 or more (1 in 32) makes a long decode: 32 KV heads of 1-4 query rows, D = DV = 32, a
+    // table 4 times as long and keys past several chunks, so that the keys are not cut into pieces for the threads
+    // and row groups take several chunks (each with its own page pointers) per kernel call (attention/tile.cpp's
+    // spans); up to 64 times the usual work. The bytes read stay the same, so saved inputs keep their meaning.
+    const uint8_t kv_heads = in.u8();
+    const bool long_decode = kv_heads >= 248;
+    const int64_t n_head_kv = long_decode ? 32 : 1 + kv_heads % 3, n_head = n_head_kv * (1 + in.u8() % 4);
+    int64_t n_seq_kv = 1 + in.u8() % 2, n_seq = n_seq_kv * (1 + in.u8() % 2);
+    if (long_decode) D = DV = 32, n_q = 1, n_seq_kv = n_seq = 1;
     std::string must_reject;
     int64_t page_keys = int64_t(1) << (in.u8() % 7);
     if (in.rare()) page_keys = in.pick<int64_t>({24, 3, 48, 12});
     const int64_t n_pages = 1 + in.u8() % 12;
-    const int64_t n_table = 1 + (in.u8() % 48) * std::max<int64_t>(1, 32 / std::max<int64_t>(page_keys, 1)); // small pages: long tables
-    int64_t n_kv = std::min<int64_t>(in.u16() % 1500, n_table * page_keys); // up to two kernel chunks
+    const int64_t n_table = (long_decode ? 4 : 1) *
+                            (1 + (in.u8() % 48) * std::max<int64_t>(1, 32 / std::max<int64_t>(page_keys, 1))); // small pages: long tables
+    int64_t n_kv = std::min<int64_t>(in.u16() % (long_decode ? 4600 : 1500), n_table * page_keys); // up to 5 chunks
     const int64_t rows = n_q * n_head * n_seq;
-    n_kv = std::min(n_kv, kMaxWork / (rows * (D + DV)));
+    n_kv = std::min(n_kv, (long_decode ? 64 : 1) * kMaxWork / (rows * (D + DV)));
     if (in.rare()) {
         const uint8_t c = in.u8() % 3;
         if (c == 0 && n_table * page_keys < 4000) {
