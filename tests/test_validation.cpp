@@ -2,10 +2,10 @@
 // thing is broken, and the call must (a) return the expected status, (b) leave a message that names the function,
 // the tensor field with its dimension, the actual and the expected value, and (c) write no byte anywhere: out, state
 // and lse are filled with a canary and every buffer, padding included, is compared before and after.
-// Also the positive controls: the valid problem computes the reference result, permuted views are accepted, and an
-// empty KV segment is accepted, leaves the state untouched and still merges sinks.
+// The valid problem is tests/support/validation_problem.h; what validation must accept is tests/test_valid_input.cpp.
 #include "reference/reference.h"
 #include "support/buffer.h"
+#include "support/validation_problem.h"
 
 #include <gtest/gtest.h>
 
@@ -23,179 +23,23 @@
 #include <vector>
 
 using fst_test::Buffer;
+using fst_test::call;
+using fst_test::Dims;
+using fst_test::Entry;
+using fst_test::function_name;
+using fst_test::kCanary;
+using fst_test::positions;
+using fst_test::Problem;
+using fst_test::Snapshot;
+using fst_test::snapshot;
 
 namespace {
 
-const unsigned char kCanary = 0xA5;
 const float kNaN = std::numeric_limits<float>::quiet_NaN();
 const float kInf = std::numeric_limits<float>::infinity();
 const int64_t k2pow62 = int64_t(1) << 62;                 // printed 4611686018427387904
 // About SIZE_MAX / 2, rounded down to a multiple of 64 so that only the size is wrong, not the alignment.
 const size_t kHugeStride = (std::numeric_limits<size_t>::max() / 2) & ~size_t(63); // printed 9223372036854775744
-
-// ---- The valid problem ----
-
-struct Dims {
-    int64_t D = 64, DV = 64, n_q = 3, n_kv = 10, n_head = 4, n_head_kv = 2, n_seq = 2, n_seq_kv = 2;
-    int64_t mask_rows = 4, m2 = 2, m3 = 1; // mask rows padded past n_q, as ggml pads them
-    fst_type q_type = FST_TYPE_F32, k_type = FST_TYPE_F16, v_type = FST_TYPE_F32, mask_type = FST_TYPE_F16;
-};
-
-// An I32 [n, m] position tensor: column c holds start + c + i (sequences at different positions).
-Buffer positions(int64_t n, int64_t m, int64_t start) {
-    Buffer b(FST_TYPE_F32, {n, m, 1, 1});
-    b.t.type = FST_TYPE_I32; // same size and alignment as F32
-    for (int64_t c = 0; c < m; ++c)
-        for (int64_t i = 0; i < n; ++i) {
-            const int32_t pos = int32_t(start + c + i);
-            std::memcpy(b.row(c) + i * 4, &pos, 4);
-        }
-    return b;
-}
-
-// Everything any entry point reads or writes. Breakers edit the views (or swap buffers); call() passes them.
-struct Problem {
-    Dims dims;
-    fst_attn_params params{};
-    Buffer q, k, v, mask, sinks, q_pos, kv_pos;
-    Buffer state, out, other_state, other_out, lse;
-    Buffer floats, blocks; // fst_quantize_row: floats -> blocks; fst_dequantize_row: blocks -> floats
-    bool with_mask = true, with_sinks = true, with_q_pos = false, with_kv_pos = false;
-    std::set<std::string> null_args; // arguments passed as NULL pointers
-    float base = 2.0f;
-    int row_type = FST_TYPE_Q8_0; // an int, so that 99 can be held without undefined behaviour
-    int64_t row_n = 64;
-    int part_ith = 0, part_nth = 2; // the *_part entry points
-    // fst_attn_segments: the KV range cut at `split` into two segments, each with its k, v and mask column range;
-    // edit_segments may break those views (spare is a buffer to point them at).
-    int64_t n_segments = 2, split = 4;
-    std::function<void(Problem &, fst_tensor (&)[2][3])> edit_segments;
-    Buffer spare;
-    fst_status setup_status = FST_OK;
-
-    explicit Problem(const Dims &d = {}) : dims(d) {
-        std::mt19937 rng(1234);
-        q = Buffer(d.q_type, {d.D, d.n_q, d.n_head, d.n_seq});
-        k = Buffer(d.k_type, {d.D, d.n_kv, d.n_head_kv, d.n_seq_kv});
-        v = Buffer(d.v_type, {d.DV, d.n_kv, d.n_head_kv, d.n_seq_kv});
-        q.fill_normal(rng);
-        k.fill_normal(rng);
-        v.fill_normal(rng);
-        mask = Buffer(d.mask_type, {d.n_kv, d.mask_rows, d.m2, d.m3}); // zeros: every key visible
-        sinks = Buffer(FST_TYPE_F32, {d.n_head, 1, 1, 1});
-        for (int64_t h = 0; h < d.n_head; ++h) *sinks.f32(h) = 0.5f * float(h) - 0.7f;
-        q_pos = positions(d.n_q, 1, d.n_kv - d.n_q);
-        kv_pos = positions(d.n_kv, d.n_seq_kv, 0);
-        // state and out with padding in every dimension; out with room for the overlap cases below.
-        state = Buffer(FST_TYPE_F32, {2, d.n_head, d.n_q, d.n_seq}, {0, 8, 16, 0});
-        out = Buffer(FST_TYPE_F32, {d.DV, d.n_head, d.n_q, d.n_seq}, {0, 16, 32, 4096});
-        other_state = state;
-        other_out = out;
-        lse = Buffer(FST_TYPE_F32, {d.n_head, d.n_q, d.n_seq, 1}, {0, 4, 8, 0});
-        for (int64_t s = 0; s < d.n_seq; ++s)
-            for (int64_t r = 0; r < d.n_q; ++r)
-                for (int64_t h = 0; h < d.n_head; ++h) *lse.f32(h, r, s) = 0.25f * float(h + r - s);
-        floats = Buffer(FST_TYPE_F32, {256, 1, 1, 1});
-        floats.fill_normal(rng);
-        blocks = Buffer(FST_TYPE_F32, {256, 1, 1, 1}); // used as 1 KiB of raw bytes
-        spare = Buffer(FST_TYPE_F16, {96, d.n_kv, d.n_head_kv, d.n_seq_kv});
-        params = fst_attn_default_params();
-        params.n_threads = 1;
-        params.scale = 0.125f;
-        fst_status a = fst_state_init(&state.t, &out.t);
-        fst_status b = fst_state_init(&other_state.t, &other_out.t);
-        fst_status c = fst_quantize_row(FST_TYPE_Q8_0, static_cast<const float *>(floats.t.data), blocks.t.data, row_n);
-        setup_status = a != FST_OK ? a : b != FST_OK ? b : c;
-    }
-
-    // Sets up the causal virtual mask with explicit position tensors (the base of the q_pos / kv_pos cases).
-    void use_positions() {
-        params.virtual_mask = FST_MASK_CAUSAL;
-        with_q_pos = with_kv_pos = true;
-    }
-
-    std::vector<std::pair<const char *, Buffer *>> buffers() {
-        return {{"q", &q},         {"k", &k},         {"v", &v},           {"mask", &mask},
-                {"sinks", &sinks}, {"q_pos", &q_pos}, {"kv_pos", &kv_pos}, {"state", &state},
-                {"out", &out},     {"other_state", &other_state},          {"other_out", &other_out},
-                {"lse", &lse},     {"floats", &floats},                    {"blocks", &blocks},
-                {"spare", &spare}};
-    }
-};
-
-enum class Entry {
-    attn, attn_part, segments, segments_part, init, merge, add_sinks, export_lse, import_lse, quantize, dequantize
-};
-
-const char *function_name(Entry e) {
-    switch (e) {
-    case Entry::attn: return "fst_attn_with_state";
-    case Entry::attn_part: return "fst_attn_with_state_part";
-    case Entry::segments: return "fst_attn_segments";
-    case Entry::segments_part: return "fst_attn_segments_part";
-    case Entry::init: return "fst_state_init";
-    case Entry::merge: return "fst_state_merge";
-    case Entry::add_sinks: return "fst_state_add_sinks";
-    case Entry::export_lse: return "fst_state_export_lse";
-    case Entry::import_lse: return "fst_state_import_lse";
-    case Entry::quantize: return "fst_quantize_row";
-    case Entry::dequantize: return "fst_dequantize_row";
-    }
-    return "?";
-}
-
-fst_status call(Entry e, Problem &p) {
-    auto arg = [&](const char *name, Buffer &b) { return p.null_args.count(name) ? nullptr : &b.t; };
-    auto raw = [&](const char *name, Buffer &b) { return p.null_args.count(name) ? nullptr : b.t.data; };
-    fst_attn_params params = p.params; // position pointers set here, so copies of a Problem never dangle
-    if (p.with_q_pos) params.q_pos = &p.q_pos.t;
-    if (p.with_kv_pos) params.kv_pos = &p.kv_pos.t;
-    const fst_attn_params *params_arg = p.null_args.count("params") ? nullptr : &params;
-    const fst_tensor *mask = p.with_mask ? &p.mask.t : nullptr, *sinks = p.with_sinks ? &p.sinks.t : nullptr;
-    fst_tensor views[2][3]; // k, v, mask of each segment
-    fst_segment segments[2];
-    for (int i = 0; i < 2; ++i) {
-        const int64_t j0 = i == 0 ? 0 : p.split, n = i == 0 ? p.split : p.k.t.ne[1] - p.split;
-        views[i][0] = fst_test::slice(p.k.t, 1, j0, n);
-        views[i][1] = fst_test::slice(p.v.t, 1, j0, n);
-        views[i][2] = fst_test::slice(p.mask.t, 0, j0, n);
-    }
-    if (p.edit_segments) p.edit_segments(p, views);
-    for (int i = 0; i < 2; ++i)
-        segments[i] = fst_segment{&views[i][0], &views[i][1], p.with_mask ? &views[i][2] : nullptr,
-                                  i == 0 ? 0 : p.split, nullptr};
-    const fst_segment *segments_arg = p.null_args.count("segments") ? nullptr : segments;
-    switch (e) {
-    case Entry::attn:
-        return fst_attn_with_state(params_arg, arg("q", p.q), arg("k", p.k), arg("v", p.v), mask, sinks,
-                                   arg("state", p.state), arg("out", p.out));
-    case Entry::attn_part:
-        return fst_attn_with_state_part(params_arg, arg("q", p.q), arg("k", p.k), arg("v", p.v), mask, sinks,
-                                        arg("state", p.state), arg("out", p.out), p.part_ith, p.part_nth);
-    case Entry::segments:
-        return fst_attn_segments(params_arg, arg("q", p.q), segments_arg, p.n_segments, sinks, arg("state", p.state),
-                                 arg("out", p.out));
-    case Entry::segments_part:
-        return fst_attn_segments_part(params_arg, arg("q", p.q), segments_arg, p.n_segments, sinks,
-                                      arg("state", p.state), arg("out", p.out), p.part_ith, p.part_nth);
-    case Entry::init: return fst_state_init(arg("state", p.state), arg("out", p.out));
-    case Entry::merge:
-        return fst_state_merge(arg("state", p.state), arg("out", p.out), arg("other_state", p.other_state),
-                               arg("other_out", p.other_out));
-    case Entry::add_sinks: return fst_state_add_sinks(arg("sinks", p.sinks), arg("state", p.state), arg("out", p.out));
-    case Entry::export_lse: return fst_state_export_lse(arg("state", p.state), p.base, arg("lse", p.lse));
-    case Entry::import_lse:
-        return fst_state_import_lse(arg("lse", p.lse), p.base, arg("state", p.state), arg("out", p.out));
-    // A C caller may pass any int as the type; C++ can only say so with a cast.
-    case Entry::quantize:
-        return fst_quantize_row(static_cast<fst_type>(p.row_type), static_cast<const float *>(raw("src", p.floats)),
-                                raw("dst", p.blocks), p.row_n);
-    case Entry::dequantize:
-        return fst_dequantize_row(static_cast<fst_type>(p.row_type), raw("src", p.blocks),
-                                  static_cast<float *>(raw("dst", p.floats)), p.row_n);
-    }
-    return FST_OK;
-}
 
 // ---- Edits ----
 
@@ -671,16 +515,6 @@ std::vector<Case> row_cases() {
 
 // ---- The test ----
 
-struct Snapshot {
-    std::vector<std::vector<unsigned char>> storages;
-};
-
-Snapshot snapshot(Problem &p) {
-    Snapshot s;
-    for (auto &[name, b] : p.buffers()) s.storages.push_back(b->storage);
-    return s;
-}
-
 void PrintTo(const Case &c, std::ostream *os) { *os << function_name(c.entry) << ": " << c.name; }
 
 class BadInput : public testing::TestWithParam<Case> {};
@@ -732,222 +566,5 @@ INSTANTIATE_TEST_SUITE_P(PartsAndSegments, BadInput, testing::ValuesIn(part_and_
 INSTANTIATE_TEST_SUITE_P(State, BadInput, testing::ValuesIn(state_cases()), case_name);
 INSTANTIATE_TEST_SUITE_P(Lse, BadInput, testing::ValuesIn(lse_cases()), case_name);
 INSTANTIATE_TEST_SUITE_P(Row, BadInput, testing::ValuesIn(row_cases()), case_name);
-
-// ---- Positive controls ----
-
-// The (M, S) of every row and the output against the double reference (SPEC section 4 bound).
-void expect_matches_reference(const ref::Result &want, Buffer &state, Buffer &out) {
-    EXPECT_LT(ref::rel_error(want, out.t), 1e-5);
-    for (int64_t s = 0; s < want.n_seq; ++s)
-        for (int64_t r = 0; r < want.n_q; ++r)
-            for (int64_t h = 0; h < want.n_head; ++h) {
-                const size_t i = size_t((s * want.n_q + r) * want.n_head + h);
-                const double m = *state.f32(0, h, r, s), sum = *state.f32(1, h, r, s);
-                EXPECT_NEAR(m, want.M[i], 1e-5 * std::max(1.0, std::fabs(want.M[i]))) << h << " " << r << " " << s;
-                EXPECT_NEAR(sum, want.S[i], 1e-5 * want.S[i]) << h << " " << r << " " << s;
-            }
-}
-
-TEST(ValidInput, ComputesTheReferenceResult) {
-    Problem p;
-    ASSERT_EQ(p.setup_status, FST_OK);
-    const uint16_t minus_inf = 0xFC00;
-    std::memcpy(p.mask.row(2, 1, 0) + 2 * 5, &minus_inf, 2); // one -inf entry in the mask
-    ASSERT_EQ(call(Entry::attn, p), FST_OK) << fst_last_error();
-    expect_matches_reference(ref::attention(p.params, p.q.t, p.k.t, p.v.t, &p.mask.t, &p.sinks.t), p.state, p.out);
-}
-
-// q stored head-major ([D, n_head, n_q, n_seq] in memory) and passed as the permuted view [D, n_q, n_head, n_seq]:
-// nb[1] > nb[2] is a legal layout whose rows do not overlap.
-TEST(ValidInput, AcceptsAPermutedQueryView) {
-    Problem p;
-    ASSERT_EQ(p.setup_status, FST_OK);
-    const Dims &d = p.dims;
-    Buffer stored(FST_TYPE_F32, {d.D, d.n_head, d.n_q, d.n_seq});
-    std::mt19937 rng(99);
-    stored.fill_normal(rng);
-    p.q = stored;
-    std::swap(p.q.t.ne[1], p.q.t.ne[2]);
-    std::swap(p.q.t.nb[1], p.q.t.nb[2]);
-    ASSERT_EQ(call(Entry::attn, p), FST_OK) << fst_last_error();
-    expect_matches_reference(ref::attention(p.params, p.q.t, p.k.t, p.v.t, &p.mask.t, &p.sinks.t), p.state, p.out);
-}
-
-// The other side of the base cases: 2, e as SPEC writes it, and e rounded to float are all accepted.
-TEST(ValidInput, AcceptsBase2AndE) {
-    for (float base : {2.0f, 2.718281828f, float(M_E)}) {
-        Problem p;
-        ASSERT_EQ(p.setup_status, FST_OK);
-        p.base = base;
-        EXPECT_EQ(call(Entry::export_lse, p), FST_OK) << base << ": " << fst_last_error();
-        EXPECT_EQ(call(Entry::import_lse, p), FST_OK) << base << ": " << fst_last_error();
-    }
-}
-
-// State and out packed in one buffer, each query row's M, S and O side by side ([2 + DV] floats per row, a layout an
-// engine may keep for its partial results): the byte ranges of state and out interleave but share no byte. Init,
-// the attention call and the merge accept them and give the bits of separate buffers; packed so that they do share
-// bytes (O starting on S), they are refused without a byte written.
-struct PackedRows {
-    Buffer b;
-    fst_tensor state{}, out{};
-    explicit PackedRows(const Dims &d, int64_t o_offset = 2) : b(FST_TYPE_F32, {2 + d.DV, d.n_head, d.n_q, d.n_seq}) {
-        state = out = b.t;
-        state.ne[0] = 2;
-        out.ne[0] = d.DV;
-        out.data = b.f32(o_offset);
-    }
-};
-
-void expect_same_rows(const Dims &d, Buffer &state, Buffer &out, PackedRows &packed) {
-    for (int64_t s = 0; s < d.n_seq; ++s)
-        for (int64_t r = 0; r < d.n_q; ++r)
-            for (int64_t h = 0; h < d.n_head; ++h) {
-                EXPECT_EQ(std::memcmp(state.f32(0, h, r, s), packed.b.f32(0, h, r, s), 8), 0) << h << " " << r << " " << s;
-                EXPECT_EQ(std::memcmp(out.f32(0, h, r, s), packed.b.f32(2, h, r, s), size_t(d.DV) * 4), 0)
-                    << h << " " << r << " " << s;
-            }
-}
-
-TEST(ValidInput, AcceptsStateAndOutPackedInOneRow) {
-    Problem p;
-    ASSERT_EQ(p.setup_status, FST_OK);
-    const Dims &d = p.dims;
-    PackedRows packed(d), other(d);
-    ASSERT_EQ(fst_state_init(&packed.state, &packed.out), FST_OK) << fst_last_error();
-    ASSERT_EQ(fst_state_init(&other.state, &other.out), FST_OK) << fst_last_error();
-    expect_same_rows(d, p.state, p.out, packed);
-
-    // attention into both layouts, then a second segment computed apart and merged in
-    ASSERT_EQ(fst_attn_with_state(&p.params, &p.q.t, &p.k.t, &p.v.t, &p.mask.t, nullptr, &p.state.t, &p.out.t), FST_OK);
-    ASSERT_EQ(fst_attn_with_state(&p.params, &p.q.t, &p.k.t, &p.v.t, &p.mask.t, nullptr, &packed.state, &packed.out), FST_OK)
-        << fst_last_error();
-    expect_same_rows(d, p.state, p.out, packed);
-    fst_attn_params shifted = p.params;
-    shifted.scale = 0.3f;
-    ASSERT_EQ(fst_attn_with_state(&shifted, &p.q.t, &p.k.t, &p.v.t, &p.mask.t, &p.sinks.t, &p.other_state.t, &p.other_out.t), FST_OK);
-    ASSERT_EQ(fst_attn_with_state(&shifted, &p.q.t, &p.k.t, &p.v.t, &p.mask.t, &p.sinks.t, &other.state, &other.out), FST_OK)
-        << fst_last_error();
-    ASSERT_EQ(fst_state_merge(&p.state.t, &p.out.t, &p.other_state.t, &p.other_out.t), FST_OK);
-    ASSERT_EQ(fst_state_merge(&packed.state, &packed.out, &other.state, &other.out), FST_OK) << fst_last_error();
-    expect_same_rows(d, p.state, p.out, packed);
-
-    // O shifted onto S: every row of out shares its first float with its row's S.
-    PackedRows clash(d, 1);
-    std::fill(clash.b.storage.begin(), clash.b.storage.end(), kCanary);
-    const std::vector<unsigned char> before = clash.b.storage;
-    EXPECT_EQ(fst_state_init(&clash.state, &clash.out), FST_ERR_INVALID_ARGUMENT);
-    EXPECT_NE(std::string(fst_last_error()).find("out overlaps state"), std::string::npos) << fst_last_error();
-    EXPECT_EQ(fst_attn_with_state(&p.params, &p.q.t, &p.k.t, &p.v.t, &p.mask.t, nullptr, &clash.state, &clash.out),
-              FST_ERR_INVALID_ARGUMENT);
-    EXPECT_NE(std::string(fst_last_error()).find("overlaps"), std::string::npos) << fst_last_error();
-    EXPECT_TRUE(clash.b.storage == before);
-}
-
-// The rule behind the test above, on random layouts: state and out views of one buffer with random extents, strides
-// and offsets. Whenever the views share a byte (found by listing every byte of both), init must refuse them; some
-// interleaved layouts must be accepted (else the rule would be unused), and an accepted init writes its values.
-TEST(ValidInput, InterleavedOutputsAreAcceptedOnlyWhenNoByteIsShared) {
-    std::mt19937 rng(2024);
-    auto pick = [&](int lo, int hi) { return int(std::uniform_int_distribution<int>(lo, hi)(rng)); };
-    std::vector<float> buf(2048);
-    int accepted_interleaved = 0, refused_shared = 0;
-    for (int trial = 0; trial < 4000; ++trial) {
-        const int64_t n1 = pick(1, 4), n2 = pick(1, 3), dv = pick(1, 6);
-        fst_tensor st = fst_tensor_contiguous(FST_TYPE_F32, 2, n1, n2, 1, nullptr);
-        fst_tensor o = fst_tensor_contiguous(FST_TYPE_F32, dv, n1, n2, 1, nullptr);
-        const bool same_strides = pick(0, 1) == 1; // packed rows share their strides; other layouts need not
-        const size_t stride1 = size_t(4 * pick(int(std::max<int64_t>(2, dv)), int(dv + 4)));
-        st.nb[1] = same_strides ? stride1 : size_t(4 * pick(2, 8));
-        o.nb[1] = same_strides ? stride1 : size_t(4 * pick(int(dv), int(dv + 6)));
-        st.nb[2] = st.nb[1] * size_t(n1) + (same_strides ? 0 : size_t(4 * pick(0, 3)));
-        o.nb[2] = same_strides ? st.nb[2] : o.nb[1] * size_t(n1) + size_t(4 * pick(0, 3));
-        st.nb[3] = st.nb[2] * size_t(n2);
-        o.nb[3] = o.nb[2] * size_t(n2);
-        const size_t st_off = size_t(4 * pick(0, 16)), o_off = size_t(4 * pick(0, 16));
-        st.data = buf.data() + st_off / 4;
-        o.data = buf.data() + o_off / 4;
-        // Every byte (as a float index) of each view.
-        std::vector<char> in_st(buf.size(), 0);
-        bool shared = false, ranges_meet = false;
-        size_t st_lo = buf.size(), st_hi = 0, o_lo = buf.size(), o_hi = 0;
-        for (int64_t j = 0; j < n2; ++j)
-            for (int64_t i = 0; i < n1; ++i)
-                for (int64_t e = 0; e < 2; ++e) {
-                    const size_t f = (st_off + size_t(i) * st.nb[1] + size_t(j) * st.nb[2]) / 4 + size_t(e);
-                    in_st[f] = 1;
-                    st_lo = std::min(st_lo, f), st_hi = std::max(st_hi, f + 1);
-                }
-        for (int64_t j = 0; j < n2; ++j)
-            for (int64_t i = 0; i < n1; ++i)
-                for (int64_t e = 0; e < dv; ++e) {
-                    const size_t f = (o_off + size_t(i) * o.nb[1] + size_t(j) * o.nb[2]) / 4 + size_t(e);
-                    shared = shared || in_st[f];
-                    o_lo = std::min(o_lo, f), o_hi = std::max(o_hi, f + 1);
-                }
-        ranges_meet = st_lo < o_hi && o_lo < st_hi;
-        std::fill(buf.begin(), buf.end(), 7.0f);
-        const fst_status status = fst_state_init(&st, &o);
-        if (shared) {
-            EXPECT_EQ(status, FST_ERR_INVALID_ARGUMENT) << "trial " << trial;
-            EXPECT_TRUE(std::all_of(buf.begin(), buf.end(), [](float x) { return x == 7.0f; })) << "trial " << trial;
-            ++refused_shared;
-        } else if (status == FST_OK) {
-            accepted_interleaved += ranges_meet;
-            for (int64_t j = 0; j < n2; ++j)
-                for (int64_t i = 0; i < n1; ++i) {
-                    const float *srow = buf.data() + (st_off + size_t(i) * st.nb[1] + size_t(j) * st.nb[2]) / 4;
-                    const float *orow = buf.data() + (o_off + size_t(i) * o.nb[1] + size_t(j) * o.nb[2]) / 4;
-                    EXPECT_EQ(srow[0], -kInf) << "trial " << trial;
-                    EXPECT_EQ(srow[1], 0.0f) << "trial " << trial;
-                    for (int64_t e = 0; e < dv; ++e) EXPECT_EQ(orow[e], 0.0f) << "trial " << trial;
-                }
-        }
-    }
-    EXPECT_GT(accepted_interleaved, 100);
-    EXPECT_GT(refused_shared, 100);
-}
-
-// An empty segment of a KV cache: no keys, NULL data, zero-width mask and kv_pos slices.
-struct EmptySegment {
-    fst_tensor k, v, mask, kv_pos;
-    explicit EmptySegment(const Problem &p) : k(p.k.t), v(p.v.t), mask(p.mask.t), kv_pos(p.kv_pos.t) {
-        k.ne[1] = v.ne[1] = mask.ne[0] = kv_pos.ne[0] = 0;
-        k.data = v.data = mask.data = kv_pos.data = nullptr;
-    }
-};
-
-TEST(EmptySegment, IsAcceptedAndLeavesStateAndOutputBitIdentical) {
-    for (const char *variant : {"zero-width mask", "no mask", "causal with position tensors"}) {
-        SCOPED_TRACE(variant);
-        Problem p;
-        ASSERT_EQ(p.setup_status, FST_OK);
-        p.with_sinks = false;
-        p.with_mask = std::string(variant) != "no mask";
-        if (std::string(variant) == "causal with position tensors") p.use_positions();
-        ASSERT_EQ(call(Entry::attn, p), FST_OK) << fst_last_error(); // a real first segment
-        const Snapshot before = snapshot(p);
-        const EmptySegment e(p);
-        fst_attn_params params = p.params;
-        if (p.with_q_pos) params.q_pos = &p.q_pos.t;
-        if (p.with_kv_pos) params.kv_pos = &e.kv_pos;
-        const fst_status s = fst_attn_with_state(&params, &p.q.t, &e.k, &e.v, p.with_mask ? &e.mask : nullptr, nullptr,
-                                                 &p.state.t, &p.out.t);
-        ASSERT_EQ(s, FST_OK) << fst_last_error();
-        const Snapshot after = snapshot(p);
-        EXPECT_TRUE(before.storages == after.storages);
-    }
-}
-
-TEST(EmptySegment, StillMergesSinksOnce) {
-    Problem p;
-    ASSERT_EQ(p.setup_status, FST_OK);
-    p.with_sinks = false;
-    ASSERT_EQ(call(Entry::attn, p), FST_OK) << fst_last_error(); // the whole KV range, without sinks
-    const EmptySegment e(p);
-    ASSERT_EQ(fst_attn_with_state(&p.params, &p.q.t, &e.k, &e.v, &e.mask, &p.sinks.t, &p.state.t, &p.out.t), FST_OK)
-        << fst_last_error();
-    expect_matches_reference(ref::attention(p.params, p.q.t, p.k.t, p.v.t, &p.mask.t, &p.sinks.t), p.state, p.out);
-}
 
 } // namespace
