@@ -209,6 +209,37 @@ TEST(Paged, SpansOfChunksEachWithItsPages) {
     }
 }
 
+// Pages of one key: a pool's row stride (nb[1]) then never steps anywhere, and any value is a valid view. Found by
+// fuzz_paged (fuzz/regressions/fuzz_paged/one-key-pages-wrapping-row-stride): the kernel formed the pointer
+// k + j0 * nb[1] for every block even when paged, which with a stride near 2^64 wrapped around (undefined behaviour,
+// reported by UBSan, so the sanitizer build of this test is the one that catches it). Strides near 2^64, 2^63 and
+// 2^40 must give the bits of the ordinary pool.
+TEST(Paged, OneKeyPagesWithAnyRowStride) {
+    std::mt19937 rng(9);
+    for (fst_type t : {FST_TYPE_F16, FST_TYPE_Q8_0}) {
+        Spec s;
+        s.D = s.DV = 32;
+        s.n_head = 8;
+        s.n_head_kv = 2;
+        s.k_type = s.v_type = t;
+        make_consistent(s);
+        s.n_kv = 300; // several 64-key blocks
+        const Problem pb(s, 12);
+        const Paged ordinary(pb, 1, false, rng);
+        const Result want = paged(pb, ordinary, 1);
+        for (size_t stride : {~size_t(0) - 255, size_t(1) << 63, size_t(1) << 40}) {
+            Paged odd = ordinary;
+            odd.k_view.nb[1] = odd.v_view.nb[1] = stride;
+            odd.kv.k = &odd.k_view;
+            odd.kv.v = &odd.v_view;
+            odd.kv.page_table = &odd.table.t;
+            const Result got = paged(pb, odd, 2);
+            EXPECT_TRUE(same_bytes(got.out, want.out) && same_bytes(got.state, want.state))
+                << fst_type_name(t) << " nb[1] = " << stride;
+        }
+    }
+}
+
 // KV sequences with their own page tables and a mask per sequence, positions from tensors.
 TEST(Paged, SequencesAndPositionTensors) {
     std::mt19937 rng(11);

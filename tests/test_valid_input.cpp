@@ -67,6 +67,22 @@ TEST(ValidInput, AcceptsAPermutedQueryView) {
     expect_matches_reference(ref::attention(p.params, p.q.t, p.k.t, p.v.t, &p.mask.t, &p.sinks.t), p.state, p.out);
 }
 
+// A KV range of one key: K's and V's row stride (nb[1]) never steps anywhere, and any value is a valid view, here one
+// near 2^64. The kernels prefetch rows ahead of the one they read and formed that address as a pointer, which such a
+// stride made wrap around (undefined behaviour: the sanitizer build of this test reported it); now it is integer
+// arithmetic. The result must be the bits of the ordinary strides.
+TEST(ValidInput, AcceptsAnyRowStrideForOneKey) {
+    Dims d;
+    d.n_kv = 1;
+    Problem ordinary(d), odd(d);
+    ASSERT_EQ(ordinary.setup_status, FST_OK);
+    ASSERT_EQ(odd.setup_status, FST_OK);
+    odd.k.t.nb[1] = odd.v.t.nb[1] = ~size_t(0) - 255;
+    ASSERT_EQ(call(Entry::attn, ordinary), FST_OK) << fst_last_error();
+    ASSERT_EQ(call(Entry::attn, odd), FST_OK) << fst_last_error();
+    EXPECT_TRUE(odd.out.storage == ordinary.out.storage && odd.state.storage == ordinary.state.storage);
+}
+
 // The other side of the base cases: 2, e as SPEC writes it, and e rounded to float are all accepted.
 TEST(ValidInput, AcceptsBase2AndE) {
     for (float base : {2.0f, 2.718281828f, float(M_E)}) {

@@ -60,7 +60,9 @@ void block_logits_full(const ChunkArgs &a, const Rows &pf, const float *q, int64
     using V = typename Vec::V;
     constexpr int K = Vec::kQkKeys;
     const int64_t n_chunks = a.D / Vec::W;
-    const unsigned char *k0 = a.k + size_t(j0) * a.k_stride; // contiguous rows: the block's first
+    // Contiguous rows: the block's first. (Paged rows come from pf.k: a pool whose pages hold one key may have any
+    // row stride, and no pointer is formed from it.)
+    const unsigned char *k0 = Rows::kPaged ? nullptr : a.k + size_t(j0) * a.k_stride;
     for (int t = 0; t < nb; t += K) {
         const unsigned char *krow[K];
         for (int u = 0; u < K; ++u) {

@@ -102,13 +102,15 @@ template <bool Paged> struct Rows {
         if constexpr (Paged) return paged_row(a.v_pages, a.page_shift, a.v_stride, j);
         else return a.v + size_t(j) * a.v_stride;
     }
+    // Contiguous rows: the address some rows past this one, in integers (it may lie past the view, or, for a view of
+    // one key whose row stride is arbitrary, anywhere: only a prefetch reads it, and a prefetch never faults).
     const unsigned char *k_ahead_of(const ChunkArgs &a, const unsigned char *row, int64_t j) const {
         if constexpr (Paged) return j + k_keys < a.paged_keys ? k(a, j + k_keys) : row;
-        else return row + k_ahead;
+        else return reinterpret_cast<const unsigned char *>(reinterpret_cast<uintptr_t>(row) + k_ahead);
     }
     const unsigned char *v_ahead_of(const ChunkArgs &a, const unsigned char *row, int64_t j) const {
         if constexpr (Paged) return j + v_keys < a.paged_keys ? v(a, j + v_keys) : row;
-        else return row + v_ahead;
+        else return reinterpret_cast<const unsigned char *>(reinterpret_cast<uintptr_t>(row) + v_ahead);
     }
 };
 template <fst_type KT, fst_type VT, bool Paged> Rows<Paged> row_access(const ChunkArgs &a) {
