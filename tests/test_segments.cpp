@@ -272,6 +272,37 @@ TEST(Segments, VirtualMasksAndMaskTensors) {
     print("virtual masks", overall, n);
 }
 
+// Many short segments of one fst_attn_segments call share kernel calls (attention/tile.cpp's batch_length: up to
+// 4096 keys of F32/F16/BF16 K/V, 1024 of quantized), each with its own bias columns side by side in the tile's bias
+// rows: bit for bit the calls in order. Per-head mask rows with ALiBi give every query row its own bias row, and
+// segments of 250 keys fill a batch past one chunk's 1024 columns. 32 KV heads, so that the segments are not spread
+// over the threads one work item each (which would leave nothing to share).
+TEST(Segments, ShortSegmentsSharingKernelCallsKeepTheirBias) {
+    Deviations overall;
+    uint32_t seed = 3500;
+    for (fst_type t : {FST_TYPE_F16, FST_TYPE_F32, FST_TYPE_Q8_0}) {
+        Spec s;
+        s.D = s.DV = 32;
+        s.n_head = 64;
+        s.n_head_kv = 32;
+        s.k_type = s.v_type = t;
+        s.has_mask = true;
+        s.m2 = s.n_head;
+        s.max_bias = 8.0f;
+        s.mask_inf_fraction = 0.3;
+        make_consistent(s);
+        s.n_kv = 3000;
+        Problem pb(s, ++seed);
+        std::mt19937 rng(seed);
+        std::vector<Range> ranges;
+        for (int64_t j = 0; j < s.n_kv; j += 250) ranges.push_back({j, std::min<int64_t>(250, s.n_kv - j)});
+        const Deviations d = check_split(pb, ranges, rng);
+        EXPECT_LE(d.max(), tolerance) << describe(pb.spec);
+        overall.add(d);
+    }
+    print("short segments, shared", overall, 3);
+}
+
 // Sinks passed to exactly one call, or added once at the end, equal the unsplit call with sinks; passing them
 // to two calls counts them twice, which must be visible (else the tests above could not catch it).
 TEST(Segments, SinksCountExactlyOnce) {

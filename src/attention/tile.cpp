@@ -101,17 +101,24 @@ bool rows_share_bias(const Segment &S, const RowInfo *rows, int64_t n) {
     return true;
 }
 
-// The bias of a tile's rows for keys [j0, j0 + n) of segment S, row i at bias + i * kChunkKeys; returns the row
+// The bias of a tile's rows for keys [j0, j0 + n) of segment S, row i at bias + i * row_stride; returns the row
 // stride the kernel is to read them with: 0 when the rows share one bias row, which is then filled once (it was
 // converted once per query head of a masked decode's GQA group, 2-5 % of its time).
 int64_t fill_tile_bias(const AttnProblem &P, const Segment &S, const kernels::KernelTable &kernels, const RowInfo *rows,
-                       int64_t n_rows, int64_t j0, int64_t n, float *bias) {
+                       int64_t n_rows, int64_t j0, int64_t n, float *bias, int64_t row_stride) {
     if (rows_share_bias(S, rows, n_rows)) {
         fill_bias(P, S, kernels, rows[0], j0, n, bias);
         return 0;
     }
-    for (int64_t i = 0; i < n_rows; ++i) fill_bias(P, S, kernels, rows[i], j0, n, bias + i * kernels::kChunkKeys);
-    return kernels::kChunkKeys;
+    for (int64_t i = 0; i < n_rows; ++i) fill_bias(P, S, kernels, rows[i], j0, n, bias + i * row_stride);
+    return row_stride;
+}
+
+// Keys one kernel call may take for K/V of these types when several chunks or short segments share it (kernel.h's
+// kSpanChunks): quantized K/V measured 1-2 % slower with spans longer than a chunk (docs/PERFORMANCE.md, session 16).
+int64_t span_keys(const Segment &S) {
+    const bool wide = !type_is_quantized(S.k.type) && !type_is_quantized(S.v.type);
+    return (wide ? kernels::kSpanChunks : 1) * kernels::kChunkKeys;
 }
 
 // The K and V rows of keys [j0, j0 + nk) of segment S for a tile's KV head and sequence: a.k and a.v; for a paged
@@ -214,8 +221,7 @@ void compute_piece(const AttnProblem &P, const Plan &plan, const Tile &tile, con
     // One chunk: its partial is the piece's result (what a tree of one leaf gives, bit for bit), written in place.
     const bool one_chunk = c_end - c_begin == 1;
     const bool batched = n <= Plan::kMaxBatchRows;
-    const bool wide = !type_is_quantized(S.k.type) && !type_is_quantized(S.v.type);
-    const int64_t span = batched && wide ? kernels::kSpanChunks : 1;
+    const int64_t span = batched ? span_keys(S) / C : 1;
     bool same_q = false;
     for (int64_t c0 = c_begin; c0 < c_end; c0 += span) {
         const int nc = int(std::min(span, c_end - c0));
@@ -241,7 +247,7 @@ void compute_piece(const AttnProblem &P, const Plan &plan, const Tile &tile, con
             if (!any_visible) continue; // a chunk no row can see is skipped without being computed
             if (sp.needs_bias) {
                 float *bias = w.bias + b * Plan::kMaxBatchRows * C;
-                a.bias_stride = fill_tile_bias(P, S, *plan.kernels, rows, n, j0, nk, bias);
+                a.bias_stride = fill_tile_bias(P, S, *plan.kernels, rows, n, j0, nk, bias, C);
                 a.bias = bias;
             }
             set_chunk_rows(S, tile, j0, nk, w.k_pages + b * plan.chunk_pages, w.v_pages + b * plan.chunk_pages, a);
@@ -275,14 +281,16 @@ bool one_chunk_segment(const Plan &plan, size_t seg) { return plan.segments[seg]
 
 // How many one-chunk segments of [seg, seg_end) go into one compute_short_segments call: tiles of up to
 // kMaxBatchRows rows (more rows are several row groups, which the kernel takes a chunk at a time anyway), at most
-// kMaxBatchChunks segments, and keys that fit one chunk's bias columns; 1 means the segment goes alone.
+// kMaxBatchChunks segments, and at most span_keys keys in all (their bias columns side by side in a row of the
+// tile's bias scratch); 1 means the segment goes alone.
 int batch_length(const AttnProblem &P, const Plan &plan, const Tile &tile, size_t seg, size_t seg_end) {
     if (tile.n_rows > Plan::kMaxBatchRows) return 1;
     const int max_n = kernels::kMaxBatchChunks;
+    const int64_t max_keys = span_keys(P.segments[seg]);
     int n = 0;
     int64_t keys = 0;
     while (seg + size_t(n) < seg_end && n < max_n && one_chunk_segment(plan, seg + size_t(n)) &&
-           keys + P.segments[seg + size_t(n)].n_kv <= kernels::kChunkKeys) {
+           keys + P.segments[seg + size_t(n)].n_kv <= max_keys) {
         keys += P.segments[seg + size_t(n)].n_kv;
         ++n;
     }
@@ -318,7 +326,8 @@ void compute_short_segments(const AttnProblem &P, const Plan &plan, const Tile &
         if (!any) continue; // a segment no row can see is skipped without being computed
         a.bias = nullptr;
         if (plan.segments[seg + size_t(b)].needs_bias) { // each segment's bias columns side by side in w.bias
-            a.bias_stride = fill_tile_bias(P, S, *plan.kernels, rows, rows_n, 0, S.n_kv, w.bias + bias_offset);
+            a.bias_stride = fill_tile_bias(P, S, *plan.kernels, rows, rows_n, 0, S.n_kv, w.bias + bias_offset,
+                                           kernels::kSpanChunks * kernels::kChunkKeys);
             a.bias = w.bias + bias_offset;
             bias_offset += S.n_kv;
         }
