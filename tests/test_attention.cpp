@@ -251,14 +251,7 @@ TEST(Attention, DecodeSpansOfChunksKeepEachChunksMask) {
     for (fst_type t : kv_types()) {
         Errors te;
         for (bool per_head : {false, true}) {
-            Spec s;
-            s.D = s.DV = 32;
-            s.n_kv = 4300; // chunks 0-3 in one span, chunk 4 alone
-            s.n_head = 64;
-            s.n_head_kv = 32;
-            s.k_type = s.v_type = t;
-            s.has_mask = true;
-            s.mask_inf_fraction = 0.3;
+            Spec s = spans_decode_spec(t, 4300, 0.3); // chunks 0-3 in one span, chunk 4 alone
             s.m2 = per_head ? s.n_head : 1;
             s.max_bias = per_head ? 8.0f : 0.0f;
             s.virtual_mask = FST_MASK_SLIDING_WINDOW;

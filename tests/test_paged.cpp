@@ -194,15 +194,7 @@ TEST(Paged, SeveralChunksEveryPageSize) {
 TEST(Paged, SpansOfChunksEachWithItsPages) {
     std::mt19937 rng(8);
     for (fst_type t : kv_types()) {
-        Spec s;
-        s.D = s.DV = 32;
-        s.n_head = 64;
-        s.n_head_kv = 32;
-        s.k_type = s.v_type = t;
-        s.has_mask = true;
-        s.mask_inf_fraction = 0.1;
-        make_consistent(s);
-        s.n_kv = 4300; // chunks 0-3 in one span, chunk 4 alone
+        const Spec s = spans_decode_spec(t, 4300, 0.1); // chunks 0-3 in one span, chunk 4 alone
         const Problem pb(s, 11);
         for (int64_t page_keys : {16, 256, 2048})
             check(pb, page_keys, page_keys == 256, rng, name(s, page_keys, page_keys == 256));

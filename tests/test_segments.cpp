@@ -281,17 +281,9 @@ TEST(Segments, ShortSegmentsSharingKernelCallsKeepTheirBias) {
     Deviations overall;
     uint32_t seed = 3500;
     for (fst_type t : {FST_TYPE_F16, FST_TYPE_F32, FST_TYPE_Q8_0}) {
-        Spec s;
-        s.D = s.DV = 32;
-        s.n_head = 64;
-        s.n_head_kv = 32;
-        s.k_type = s.v_type = t;
-        s.has_mask = true;
+        Spec s = spans_decode_spec(t, 3000, 0.3);
         s.m2 = s.n_head;
         s.max_bias = 8.0f;
-        s.mask_inf_fraction = 0.3;
-        make_consistent(s);
-        s.n_kv = 3000;
         Problem pb(s, ++seed);
         std::mt19937 rng(seed);
         std::vector<Range> ranges;

@@ -149,6 +149,19 @@ void make_consistent(Spec &s) {
     }
 }
 
+Spec spans_decode_spec(fst_type t, int64_t n_kv, double mask_inf_fraction) {
+    Spec s;
+    s.D = s.DV = 32;
+    s.n_head = 64;
+    s.n_head_kv = 32;
+    s.k_type = s.v_type = t;
+    s.has_mask = true;
+    s.mask_inf_fraction = mask_inf_fraction;
+    make_consistent(s);
+    s.n_kv = n_kv; // after make_consistent, which would cut it to keep the reference quick
+    return s;
+}
+
 std::string describe(const Spec &s) {
     char buf[640];
     std::snprintf(buf, sizeof buf,

@@ -49,6 +49,10 @@ const std::vector<fst_type> &kv_types();  // F32, F16, BF16, Q8_0, Q4_0
 Spec random_spec(std::mt19937 &rng);
 Spec random_spec(std::mt19937 &rng, fst_type k_type, fst_type v_type);
 std::string describe(const Spec &s);  // one line, for failure messages
+// A decode of 2 query rows per KV head over 32 KV heads (D = DV = 32, K and V of type t, a mask tensor hiding
+// mask_inf_fraction of the keys, n_kv keys): enough KV heads that the planner does not cut the keys into pieces for
+// the threads, so row groups take several chunks or short segments per kernel call (attention/tile.cpp's spans).
+Spec spans_decode_spec(fst_type t, int64_t n_kv, double mask_inf_fraction);
 // Repairs a Spec after a test changed some fields: broadcast divisibility (heads, sequences, mask, positions),
 // mask rows, and the size budget that keeps the reference quick.
 void make_consistent(Spec &s);
