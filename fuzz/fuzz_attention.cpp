@@ -175,7 +175,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     int64_t n_segments = 1;
     bool null_segments = false;
     if (multi) {
-        n_segments = 1 + in.u8() % 3;
+        n_segments = 1 + in.u8() % (long_decode ? 24 : 3); // long: many short segments sharing kernel calls
         std::vector<int64_t> cuts = {0, n_kv};
         for (int64_t i = 1; i < n_segments; ++i) cuts.push_back(in.u16() % (n_kv + 1));
         std::sort(cuts.begin(), cuts.end());
