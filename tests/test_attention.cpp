@@ -241,6 +241,41 @@ TEST(Attention, FewQueryPositionsOverSeveralChunks) {
     }
 }
 
+// Every width of V from 1 to 17 vectors (AVX-512; 2 to 34 on AVX2): the kernels sum a block's V rows over DV in
+// passes of a fixed number of vectors (a whole 128-wide F32/F16/BF16 row on AVX-512), then of 4, then of 1, and
+// every vector must be summed once. Row groups of 1, 3 and 4 rows; one query position (every row sees the same keys,
+// some hidden by a mask) or two with a causal limit inside the last block (rows see different keys there).
+TEST(Attention, EveryValueWidthInPasses) {
+    uint32_t seed = 97000;
+    for (fst_type t : kv_types()) {
+        Errors te;
+        int n = 0;
+        for (int64_t dv : {16, 48, 64, 112, 128, 144, 192, 208, 256, 272}) {
+            if (is_quantized(t) && dv % 32 != 0) continue;
+            for (int64_t heads : {1, 3, 4}) {
+                Spec s;
+                s.D = 64;
+                s.DV = dv;
+                s.n_q = heads == 3 ? 2 : 1;
+                s.n_kv = 200;
+                s.n_head = heads;
+                s.n_head_kv = 1;
+                s.k_type = FST_TYPE_F16;
+                s.v_type = t;
+                s.has_mask = true;
+                s.mask_inf_fraction = 0.2;
+                if (s.n_q == 2) {
+                    s.virtual_mask = FST_MASK_CAUSAL;
+                    s.q_pos0 = s.n_kv - 20;
+                }
+                te.add(run_problem(s, ++seed));
+                ++n;
+            }
+        }
+        print(std::string("every DV, v=") + fst_type_name(t), te, n);
+    }
+}
+
 // Decode over several 1024-key chunks in one kernel call per span (tile.cpp hands F32/F16/BF16 row groups of up to 4
 // rows kSpanChunks chunks at a time when a call has enough KV heads not to cut the keys into pieces for the threads:
 // here 32): each chunk must keep its own visibility, bias rows and state. A sliding window hides the first chunk and

@@ -15,7 +15,10 @@ struct Vec {
     static constexpr int kQkKeys = 4;  // keys per QK step (x 4 rows = 16 accumulators)
     static constexpr bool kQkPairs = true; // logits take chunks two at a time (a Q8_0 block: one scale, one load)
     static constexpr int kPvChunks = 4; // DV vectors per PV pass (x 4 rows = 16 accumulators)
-    static constexpr int kPvChunksWide = 4; // the same for F32/F16/BF16 V
+    // F32/F16/BF16 V: a whole row of DV = 128 per pass (32 sums, a few of which GCC keeps on the stack). Two passes
+    // over half rows each (each block's rows visited twice, all their prefetches in the first pass) took 8 % longer
+    // from DRAM on one thread, 4-5 % on two (Zen 5, F16 decode; docs/PERFORMANCE.md, session 17).
+    static constexpr int kPvChunksWide = 8;
     static constexpr int kLaneKeys = 8; // rows-as-lanes path: keys per QK step (x 2 row vectors = 16 accumulators)
     static constexpr int kLaneVals = 8; // rows-as-lanes path: V columns per PV step (x 2 row vectors)
 

@@ -61,6 +61,21 @@ void values_group(const ChunkArgs &a, const Rows &pf, float *acc, int64_t j0, Ke
     add_block_sum<Vec, NR, G>(a, acc, o, alpha, c0);
 }
 
+// The n_chunks vectors of DV in passes of G vectors, then of 4 (when G is larger), then of 1: pass<g, first>(c0)
+// takes vectors c0 .. c0 + g - 1, and only the first pass (first = true) asks for the rows ahead.
+template <int G, class Pass> void dv_passes(int64_t n_chunks, Pass pass) {
+    int64_t c0 = 0;
+    auto passes_of = [&]<int g>() {
+        for (; c0 + g <= n_chunks; c0 += g) {
+            if (c0 == 0) pass.template operator()<g, true>(c0);
+            else pass.template operator()<g, false>(c0);
+        }
+    };
+    passes_of.template operator()<G>();
+    if constexpr (G > 4) passes_of.template operator()<4>();
+    passes_of.template operator()<1>();
+}
+
 template <class Vec, int NR, fst_type VT, class Rows>
 void block_values(const ChunkArgs &a, const Rows &pf, float *acc, int64_t j0, KeyBits keys, const KeyBits *vis,
                   const float p[][kBlockKeys], const float *alpha) {
@@ -68,16 +83,9 @@ void block_values(const ChunkArgs &a, const Rows &pf, float *acc, int64_t j0, Ke
     const int64_t n_chunks = a.DV / Vec::W;
     KeyBits all_rows = keys;
     for (int r = 0; r < NR; ++r) all_rows &= vis[r];
-    int64_t c0 = 0; // the first pass asks for the rows ahead, as block_values_full's does
-    if (n_chunks >= G) {
-        values_group<Vec, NR, VT, G, true>(a, pf, acc, j0, keys, all_rows, vis, p, alpha, 0);
-        c0 = G;
-    } else {
-        values_group<Vec, NR, VT, 1, true>(a, pf, acc, j0, keys, all_rows, vis, p, alpha, 0);
-        c0 = 1;
-    }
-    for (; c0 + G <= n_chunks; c0 += G) values_group<Vec, NR, VT, G, false>(a, pf, acc, j0, keys, all_rows, vis, p, alpha, c0);
-    for (; c0 < n_chunks; ++c0) values_group<Vec, NR, VT, 1, false>(a, pf, acc, j0, keys, all_rows, vis, p, alpha, c0);
+    dv_passes<G>(n_chunks, [&]<int g, bool first>(int64_t c0) {
+        values_group<Vec, NR, VT, g, first>(a, pf, acc, j0, keys, all_rows, vis, p, alpha, c0);
+    });
 }
 
 // Rows 0..NR-1 of acc, p and alpha (the caller offsets them to reach other rows); PrefetchV: this pass asks for the
@@ -95,27 +103,39 @@ void values_group_full(const ChunkArgs &a, const Rows &pf, float *acc, int64_t j
     auto key = [&](int j) { return Short && keys ? keys[j] : j; }; // the block position of the j-th key
     auto row = [&](int j) { return pf.v(a, j0 + key(j)); };
     constexpr bool prepped = G % 2 == 0 && !wide_type(VT); // quantized rows: blocks prepared a row ahead (block_prep)
+    // F32/F16/BF16 rows a vector at a time into all rows' sums when that holds fewer registers (NR x G sums, NR
+    // weights and one vector, against G vectors and one weight): a whole 256-byte F16 row in one pass (G = 8).
+    constexpr bool by_chunk = wide_type(VT) && NR < G;
     V prep[G / 2 + 1];
     if constexpr (prepped)
         for (int u = 0; u < G; u += 2) prep[u / 2] = block_prep<Vec, VT>(row(0), c0 + u);
     for (int j = 0; j < nb; ++j) {
         const unsigned char *vrow = row(j);
         if constexpr (PrefetchV) prefetch_row(pf.v_ahead_of(a, vrow, j0 + key(j)), pf.v_bytes, pf.to_l1);
-        V vv[G];
-        if constexpr (prepped) {
-            const unsigned char *next = j + 1 < nb ? row(j + 1) : vrow; // at the end: unused
-            for (int u = 0; u < G; u += 2) {
-                load_row_pair<Vec, VT>(vrow, c0 + u, prep[u / 2], vv[u], vv[u + 1]);
-                prep[u / 2] = block_prep<Vec, VT>(next, c0 + u);
+        if constexpr (by_chunk) {
+            V pv[NR];
+            for (int r = 0; r < NR; ++r) pv[r] = Vec::set1(p[r][key(j)]);
+            for (int u = 0; u < G; ++u) {
+                const V v = load_row_chunk<Vec, VT>(vrow, c0 + u);
+                for (int r = 0; r < NR; ++r) o[r][u] = Vec::fma(pv[r], v, o[r][u]);
             }
-        } else if constexpr (G % 2 == 0) {
-            for (int u = 0; u < G; u += 2) load_row_pair<Vec, VT>(vrow, c0 + u, vv[u], vv[u + 1]);
         } else {
-            for (int u = 0; u < G; ++u) vv[u] = load_row_chunk<Vec, VT>(vrow, c0 + u);
-        }
-        for (int r = 0; r < NR; ++r) {
-            const V pv = Vec::set1(p[r][key(j)]);
-            for (int u = 0; u < G; ++u) o[r][u] = Vec::fma(pv, vv[u], o[r][u]);
+            V vv[G];
+            if constexpr (prepped) {
+                const unsigned char *next = j + 1 < nb ? row(j + 1) : vrow; // at the end: unused
+                for (int u = 0; u < G; u += 2) {
+                    load_row_pair<Vec, VT>(vrow, c0 + u, prep[u / 2], vv[u], vv[u + 1]);
+                    prep[u / 2] = block_prep<Vec, VT>(next, c0 + u);
+                }
+            } else if constexpr (G % 2 == 0) {
+                for (int u = 0; u < G; u += 2) load_row_pair<Vec, VT>(vrow, c0 + u, vv[u], vv[u + 1]);
+            } else {
+                for (int u = 0; u < G; ++u) vv[u] = load_row_chunk<Vec, VT>(vrow, c0 + u);
+            }
+            for (int r = 0; r < NR; ++r) {
+                const V pv = Vec::set1(p[r][key(j)]);
+                for (int u = 0; u < G; ++u) o[r][u] = Vec::fma(pv, vv[u], o[r][u]);
+            }
         }
     }
     add_block_sum<Vec, NR, G>(a, acc, o, alpha, c0);
@@ -128,17 +148,10 @@ void block_values_full(const ChunkArgs &a, const Rows &pf, float *acc, int64_t j
     const int64_t n_chunks = a.DV / Vec::W;
     // Each pass takes every row of the group over G vectors of DV, so each V element is converted once. (F16 rows at
     // DV = 128 were once read whole for two rows at a time, converted twice: no faster from DRAM since 1024-key spans,
-    // and 4 % slower in the caches; docs/PERFORMANCE.md, session 12.) The first pass prefetches the rows ahead.
-    int64_t c0 = 0;
-    if (n_chunks >= G) {
-        values_group_full<Vec, NR, VT, G, Short, true>(a, pf, acc, j0, nb, p, alpha, 0, keys);
-        c0 = G;
-    } else {
-        values_group_full<Vec, NR, VT, 1, Short, true>(a, pf, acc, j0, nb, p, alpha, 0, keys);
-        c0 = 1;
-    }
-    for (; c0 + G <= n_chunks; c0 += G) values_group_full<Vec, NR, VT, G, Short, false>(a, pf, acc, j0, nb, p, alpha, c0, keys);
-    for (; c0 < n_chunks; ++c0) values_group_full<Vec, NR, VT, 1, Short, false>(a, pf, acc, j0, nb, p, alpha, c0, keys);
+    // and 4 % slower in the caches; docs/PERFORMANCE.md, session 12.)
+    dv_passes<G>(n_chunks, [&]<int g, bool first>(int64_t c0) {
+        values_group_full<Vec, NR, VT, g, Short, first>(a, pf, acc, j0, nb, p, alpha, c0, keys);
+    });
 }
 
 } // namespace
