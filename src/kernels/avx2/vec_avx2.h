@@ -15,6 +15,7 @@ struct Vec {
     static constexpr int kQkKeys = 2;   // keys per QK step (x 4 rows = 8 accumulators of 16 registers)
     static constexpr bool kQkPairs = false; // logits take one chunk at a time (Q's 4 vectors + 8 accumulators + K)
     static constexpr int kPvChunks = 2; // DV vectors per PV pass (x 4 rows = 8 accumulators) of quantized V
+    static constexpr int kPvChunksQ8 = 2;
     // F32/F16/BF16 V: 3 (12 accumulators). With 8, each accumulator's chain of one FMA per key held the pass to the
     // FMA latency; 12 cut ~5 % of an F16 decode (docs/PERFORMANCE.md). Quantized V stays at 2: its chunks are
     // dequantized in pairs, and Q4_0 got slower.

@@ -14,7 +14,11 @@ struct Vec {
     static constexpr int W = 16;       // floats per vector
     static constexpr int kQkKeys = 4;  // keys per QK step (x 4 rows = 16 accumulators)
     static constexpr bool kQkPairs = true; // logits take chunks two at a time (a Q8_0 block: one scale, one load)
-    static constexpr int kPvChunks = 4; // DV vectors per PV pass (x 4 rows = 16 accumulators)
+    static constexpr int kPvChunks = 4; // DV vectors per PV pass (x 4 rows = 16 accumulators) of Q4_0 V
+    // Q8_0 V: a whole row of DV = 128 per pass too, a block at a time (its scale converted where it is used: prepared
+    // a row ahead for 4 blocks it held too many registers, 1.6x slower). 2-3 % faster than two passes (session 17);
+    // Q4_0 measured 3-5 % slower so (its table lookups want the table prepared ahead) and keeps two.
+    static constexpr int kPvChunksQ8 = 8;
     // F32/F16/BF16 V: a whole row of DV = 128 per pass (32 sums, a few of which GCC keeps on the stack). Two passes
     // over half rows each (each block's rows visited twice, all their prefetches in the first pass) took 8 % longer
     // from DRAM on one thread, 4-5 % on two (Zen 5, F16 decode; docs/PERFORMANCE.md, session 17).

@@ -12,6 +12,13 @@ namespace fst::kernels::simd {
 // Internal linkage: each ISA's file gets its own copies (see rows.h).
 namespace {
 
+// DV vectors per pass of V sums, by V type (the ISA's choice, kernels/<isa>/vec_<isa>.h).
+template <class Vec, fst_type VT> constexpr int pv_chunks() {
+    if constexpr (wide_type(VT)) return Vec::kPvChunksWide;
+    else if constexpr (VT == FST_TYPE_Q8_0) return Vec::kPvChunksQ8;
+    else return Vec::kPvChunks;
+}
+
 // acc_r = acc_r * alpha_r + o_r for the G vectors from vector c0: a block's weighted V sum, accumulated on its own
 // from zero, joins the earlier blocks' sum in one step. Blocked summation: a chunk's rounding error grows with its 16
 // blocks plus a block's 64 keys, not with its 1024 keys one after the other (the same instructions as rescaling acc
@@ -79,7 +86,7 @@ template <int G, class Pass> void dv_passes(int64_t n_chunks, Pass pass) {
 template <class Vec, int NR, fst_type VT, class Rows>
 void block_values(const ChunkArgs &a, const Rows &pf, float *acc, int64_t j0, KeyBits keys, const KeyBits *vis,
                   const float p[][kBlockKeys], const float *alpha) {
-    constexpr int G = wide_type(VT) ? Vec::kPvChunksWide : Vec::kPvChunks;
+    constexpr int G = pv_chunks<Vec, VT>();
     const int64_t n_chunks = a.DV / Vec::W;
     KeyBits all_rows = keys;
     for (int r = 0; r < NR; ++r) all_rows &= vis[r];
@@ -102,22 +109,36 @@ void values_group_full(const ChunkArgs &a, const Rows &pf, float *acc, int64_t j
         for (int u = 0; u < G; ++u) o[r][u] = Vec::zero();
     auto key = [&](int j) { return Short && keys ? keys[j] : j; }; // the block position of the j-th key
     auto row = [&](int j) { return pf.v(a, j0 + key(j)); };
-    constexpr bool prepped = G % 2 == 0 && !wide_type(VT); // quantized rows: blocks prepared a row ahead (block_prep)
-    // F32/F16/BF16 rows a vector at a time into all rows' sums when that holds fewer registers (NR x G sums, NR
-    // weights and one vector, against G vectors and one weight): a whole 256-byte F16 row in one pass (G = 8).
-    constexpr bool by_chunk = wide_type(VT) && NR < G;
+    // A row's G vectors are loaded, then each row's weight multiplies them all (G vectors and one weight in
+    // registers); or, when that holds more registers than NR x G sums, NR weights and one vector (a whole 128-wide
+    // row in one pass, G = 8), the row goes into all rows' sums a vector at a time. Quantized rows keep their blocks
+    // prepared a row ahead (block_prep) unless a pass is a whole row (G = 8: those would not fit); then a block
+    // (two vectors) at a time.
+    constexpr bool by_chunk = wide_type(VT) ? NR < G : G >= 8;
+    constexpr bool prepped = G % 2 == 0 && !wide_type(VT) && !by_chunk; // quantized rows: blocks prepared a row ahead (block_prep)
     V prep[G / 2 + 1];
     if constexpr (prepped)
         for (int u = 0; u < G; u += 2) prep[u / 2] = block_prep<Vec, VT>(row(0), c0 + u);
     for (int j = 0; j < nb; ++j) {
         const unsigned char *vrow = row(j);
         if constexpr (PrefetchV) prefetch_row(pf.v_ahead_of(a, vrow, j0 + key(j)), pf.v_bytes, pf.to_l1);
-        if constexpr (by_chunk) {
+        if constexpr (by_chunk && wide_type(VT)) {
             V pv[NR];
             for (int r = 0; r < NR; ++r) pv[r] = Vec::set1(p[r][key(j)]);
             for (int u = 0; u < G; ++u) {
                 const V v = load_row_chunk<Vec, VT>(vrow, c0 + u);
                 for (int r = 0; r < NR; ++r) o[r][u] = Vec::fma(pv[r], v, o[r][u]);
+            }
+        } else if constexpr (by_chunk) { // a quantized block: two vectors sharing a load and a scale
+            V pv[NR];
+            for (int r = 0; r < NR; ++r) pv[r] = Vec::set1(p[r][key(j)]);
+            for (int u = 0; u < G; u += 2) {
+                V lo, hi;
+                load_row_pair<Vec, VT>(vrow, c0 + u, lo, hi);
+                for (int r = 0; r < NR; ++r) {
+                    o[r][u] = Vec::fma(pv[r], lo, o[r][u]);
+                    o[r][u + 1] = Vec::fma(pv[r], hi, o[r][u + 1]);
+                }
             }
         } else {
             V vv[G];
@@ -144,7 +165,7 @@ void values_group_full(const ChunkArgs &a, const Rows &pf, float *acc, int64_t j
 template <class Vec, int NR, fst_type VT, bool Short, class Rows>
 void block_values_full(const ChunkArgs &a, const Rows &pf, float *acc, int64_t j0, int nb,
                        const float p[][kBlockKeys], const float *alpha, const int *keys = nullptr) {
-    constexpr int G = wide_type(VT) ? Vec::kPvChunksWide : Vec::kPvChunks;
+    constexpr int G = pv_chunks<Vec, VT>();
     const int64_t n_chunks = a.DV / Vec::W;
     // Each pass takes every row of the group over G vectors of DV, so each V element is converted once. (F16 rows at
     // DV = 128 were once read whole for two rows at a time, converted twice: no faster from DRAM since 1024-key spans,
