@@ -116,7 +116,7 @@ inline FileConfig peek_config(const std::vector<unsigned char> &d) {
     double tokens = pos(n_keep) + pos(max_tokens) + 2 * std::max(256.0, pos(chunk)) + double(d.size());
     for (int64_t c : capacity) tokens += pos(c);
     const double bytes_total = pos(n_layer) * (tokens * pos(H) * 4 * (pos(D) + pos(DV)) + 4 * std::max(pos(D), pos(DV)));
-    fc.too_big = bytes_total > double(kMaxBytes) * 4;
+    fc.too_big = bytes_total > double(size_t(8) << 20); // 8 MiB of slots
     return fc;
 }
 

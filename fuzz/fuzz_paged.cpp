@@ -40,15 +40,17 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     const fst_type tk = kKvTypes[in.u8() % 5], tv = kKvTypes[in.u8() % 5];
     int64_t D = 32 * (1 + in.u8() % 4), DV = 32 * (1 + in.u8() % 4);
     int64_t n_q = 1 + in.u8() % 6;
-    // A KV-heads byte of 248 or more (1 in 32) makes a long decode: 32 KV heads of 1-4 query rows, D = DV = 32, a
-    // table 4 times as long and keys past several chunks, so that the keys are not cut into pieces for the threads
-    // and row groups take several chunks (each with its own page pointers) per kernel call (attention/tile.cpp's
-    // spans); up to 64 times the usual work. The bytes read stay the same, so saved inputs keep their meaning.
+    // A KV-heads byte of 248 or more (1 in 32) makes a long decode: a table 4 times as long and keys past several
+    // chunks, so that the keys are not cut into pieces for the threads and row groups take several chunks (each with
+    // its own page pointers) per kernel call (attention/tile.cpp's spans); up to 64 times the usual work. 248-251: 32
+    // KV heads of 1-4 query rows, D = DV = 32; 252-255: 2 KV heads, D = DV = 128, the model's head size, whose V rows
+    // take the kernels' whole-row passes. The bytes read stay the same, so saved inputs keep their meaning unless that
+    // byte was 252 or more.
     const uint8_t kv_heads = in.u8();
-    const bool long_decode = kv_heads >= 248;
-    const int64_t n_head_kv = long_decode ? 32 : 1 + kv_heads % 3, n_head = n_head_kv * (1 + in.u8() % 4);
+    const bool long_decode = kv_heads >= 248, long_wide = kv_heads >= 252;
+    const int64_t n_head_kv = long_decode ? (long_wide ? 2 : 32) : 1 + kv_heads % 3, n_head = n_head_kv * (1 + in.u8() % 4);
     int64_t n_seq_kv = 1 + in.u8() % 2, n_seq = n_seq_kv * (1 + in.u8() % 2);
-    if (long_decode) D = DV = 32, n_q = 1, n_seq_kv = n_seq = 1;
+    if (long_decode) D = DV = long_wide ? 128 : 32, n_q = 1, n_seq_kv = n_seq = 1;
     std::string must_reject;
     int64_t page_keys = int64_t(1) << (in.u8() % 7);
     if (in.rare()) page_keys = in.pick<int64_t>({24, 3, 48, 12});

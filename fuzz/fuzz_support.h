@@ -25,7 +25,10 @@
 
 namespace fuzz {
 
-constexpr size_t kMaxBytes = size_t(1) << 21; // largest buffer a view may need (2 MiB)
+// Largest buffer a view may need (8 MiB): a long decode's K or V (fuzz_attention, fuzz_paged) at D = 128 in F32 or
+// F16 takes 2-8 MiB for the keys past a 1024-key chunk (with 2 MiB, every such input was skipped: only quantized
+// K/V ever crossed a chunk).
+constexpr size_t kMaxBytes = size_t(1) << 23;
 constexpr float kInf = std::numeric_limits<float>::infinity();
 
 // A property violation: print it and abort, which libFuzzer records as a crash with the input saved.

@@ -184,6 +184,11 @@ SEEDS = {
         'hostile-k-stride': attention(views={'k': view(edits=[(5, 1, 2)])}),  # k.nb[1] = 2^63
         'params-isa-minus-1': attention(params_edit=(7, 1)),  # an enum field holding a value C++ cannot name
         'params-nan-scale': attention(params_edit=(0, 0)),
+        # Long decodes (a KV-heads byte of 248 or more): 32 heads at D = 32; 2 heads at D = DV = 128 (252 or more).
+        'long-decode-q8_0-segments': attention(mode=2, types=(0, 3, 3), D=32, DV=32, n_head_kv=249, n_kv=4600,
+                                               segments=(1000, 2100, 3000)),
+        'long-decode-wide-f16-q8_0-2-threads': attention(types=(0, 1, 3), D=128, DV=128, n_head_kv=253,
+                                                         heads_per_kv=4, n_kv=4600, threads=2),
     },
     'fuzz_merge': {
         'merge': merge(),
@@ -222,6 +227,8 @@ SEEDS = {
         'no-keys': paged(n_kv=0),
         'token-level-pages-two-chunks': paged(types=(1, 1), D=32, DV=32, n_head_kv=1, heads_per_kv=1, page=0,
                                               n_pages=12, n_table=48, n_kv=1400),
+        'long-decode-wide-q8_0-f16-64-key-pages': paged(types=(3, 1), n_head_kv=253, page=6, n_pages=12, n_table=20,
+                                                        n_kv=4599),
     },
     'fuzz_cache': {
         'ops-f16-q8_0-n_keep-append-attn-save': cache_ops(
