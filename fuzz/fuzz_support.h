@@ -25,9 +25,9 @@
 
 namespace fuzz {
 
-// Largest buffer a view may need (8 MiB): a long decode's K or V (fuzz_attention, fuzz_paged) at D = 128 in F32 or
-// F16 takes 2-8 MiB for the keys past a 1024-key chunk (with 2 MiB, every such input was skipped: only quantized
-// K/V ever crossed a chunk).
+// Largest buffer a view may need (8 MiB). A long decode's F32/F16/BF16 K or V (fuzz_attention, fuzz_paged) past a
+// 1024-key chunk takes 2.4-4.7 MiB with 2 heads at D = 128 and up to 19 MiB with 32 heads at D = 32 (those past
+// 8 MiB are still skipped); with 2 MiB only quantized K/V ever crossed a chunk.
 constexpr size_t kMaxBytes = size_t(1) << 23;
 constexpr float kInf = std::numeric_limits<float>::infinity();
 
